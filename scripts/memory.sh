@@ -1,0 +1,86 @@
+#!/bin/bash
+# forensic-capture on-instance script: full memory image, streamed to S3 without touching the instance's disks.
+#
+# Runs through SSM Run Command (AWS-RunShellScript). The controller prepends the FC_* variables below; the
+# command text holds no AWS credentials, only presigned URLs scoped to exact object keys.
+#   FC_AVML_URL     presigned GET of the AVML binary for this architecture
+#   FC_AVML_SHA256  expected SHA-256 of that binary; nothing runs unless it matches
+#   FC_AVML_ARGS    AVML arguments that write the LiME image to stdout (default: "acquire /dev/stdout")
+#   FC_PLAN_URL     presigned GET of the upload plan: "part-size <bytes>" then "part <n> <presigned PUT URL>" lines
+#
+# The image goes AVML -> tee (SHA-256 over the whole stream) -> one part at a time in /dev/shm (memory, one
+# part's worth) -> presigned UploadPart PUT. The controller completes the multipart upload and checks it.
+# Prints "FC-RESULT memory sha256=<hex> bytes=<n> parts=<n>" on success, "FC-ERROR <Reason> <detail>" on failure.
+# AWS-RunShellScript may start the script with sh; everything below needs bash.
+if [ -z "${BASH_VERSION:-}" ]; then exec /bin/bash "$0" "$@"; fi
+set -euo pipefail
+umask 077
+
+work="$(mktemp -d /dev/shm/forensic-capture.XXXXXX)"
+trap 'rm -rf "$work"' EXIT
+
+fail() { # reason, detail
+  echo "FC-ERROR $1 $2"
+  echo "FC-ERROR $1 $2" >&2
+  exit 1
+}
+
+fetch() { # url, output
+  curl --fail --silent --show-error --retry 5 --retry-all-errors --retry-delay 1 --output "$2" "$1"
+}
+
+: "${FC_AVML_URL:?}" "${FC_AVML_SHA256:?}" "${FC_PLAN_URL:?}"
+avml_args="${FC_AVML_ARGS:-acquire /dev/stdout}"
+
+fetch "$FC_AVML_URL" "$work/avml" 2>"$work/curl.err" || fail ToolDownloadFailed "could not fetch AVML: $(tail -c 300 "$work/curl.err")"
+actual="$(sha256sum "$work/avml" | cut -d' ' -f1)"
+[ "$actual" = "$FC_AVML_SHA256" ] || fail ToolChecksumMismatch "AVML SHA-256 is $actual, expected $FC_AVML_SHA256; not running it"
+chmod 700 "$work/avml"
+
+fetch "$FC_PLAN_URL" "$work/plan" 2>"$work/curl.err" || fail PlanDownloadFailed "could not fetch the upload plan: $(tail -c 300 "$work/curl.err")"
+part_size=""
+declare -a part_urls=()
+while read -r kind a b; do
+  case "$kind" in
+    part-size) part_size="$a" ;;
+    part) part_urls[a]="$b" ;;
+  esac
+done <"$work/plan"
+if [ -z "$part_size" ] || [ "${#part_urls[@]}" -eq 0 ]; then
+  fail PlanInvalid "the upload plan has no part size or no part URLs"
+fi
+
+# Reads stdin one part at a time; each part lives in /dev/shm only until its PUT returns.
+upload_parts() {
+  local n=1 size total=0
+  while :; do
+    head -c "$part_size" >"$work/part"
+    size="$(stat -c %s "$work/part")"
+    [ "$size" -gt 0 ] || break
+    [ -n "${part_urls[n]:-}" ] || fail PlanExhausted "image is larger than the $((n - 1)) parts planned"
+    curl --fail --silent --show-error --retry 5 --retry-all-errors --retry-delay 1 \
+      --upload-file "$work/part" --output /dev/null "${part_urls[n]}" 2>"$work/curl.err" ||
+      fail PartUploadFailed "part $n: $(tail -c 300 "$work/curl.err")"
+    total=$((total + size))
+    echo "$n $total" >"$work/progress"
+    [ "$size" -eq "$part_size" ] || break
+    n=$((n + 1))
+  done
+  rm -f "$work/part"
+}
+
+mkfifo "$work/hash.fifo"
+sha256sum <"$work/hash.fifo" >"$work/sha256" &
+hasher=$!
+set +e
+# shellcheck disable=SC2086 # FC_AVML_ARGS is a list of words by design
+"$work/avml" $avml_args 2>"$work/avml.err" | tee "$work/hash.fifo" | upload_parts
+statuses=("${PIPESTATUS[@]}")
+set -e
+wait "$hasher"
+# An upload failure has already said why (and makes AVML die of SIGPIPE), so it is checked first.
+[ "${statuses[2]}" -eq 0 ] || exit "${statuses[2]}"
+[ "${statuses[0]}" -eq 0 ] || fail AcquisitionFailed "AVML exited ${statuses[0]}: $(tail -c 500 "$work/avml.err")"
+[ -s "$work/progress" ] || fail AcquisitionFailed "AVML wrote no data: $(tail -c 500 "$work/avml.err")"
+read -r parts bytes <"$work/progress"
+echo "FC-RESULT memory sha256=$(cut -d' ' -f1 "$work/sha256") bytes=$bytes parts=$parts"

@@ -1,0 +1,147 @@
+//! Building SSM command texts and reading their results. Pure: no AWS calls here.
+
+use std::collections::HashMap;
+
+pub const VOLATILE_SCRIPT: &str = include_str!("../scripts/volatile.sh");
+pub const MEMORY_SCRIPT: &str = include_str!("../scripts/memory.sh");
+
+const MIB: u64 = 1024 * 1024;
+/// S3 allows at most 10,000 parts; planning for fewer leaves room for an image larger than the instance
+/// type's nominal memory (LiME headers, memory-mapped device ranges).
+const PLANNED_PARTS_MAX: u64 = 9_000;
+const S3_PARTS_MAX: u64 = 10_000;
+const PART_SIZE_MIN: u64 = 8 * MIB;
+const PART_SIZE_MAX: u64 = 5 * 1024 * MIB;
+
+/// Multipart layout of a memory image, from the instance type's memory size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartPlan {
+    pub part_size: u64,
+    pub part_count: u64,
+}
+
+pub fn plan_parts(memory_mib: u64) -> PartPlan {
+    // The image can exceed the nominal size a little; plan for 10% more, plus a fixed margin.
+    let expected = memory_mib * MIB + memory_mib * MIB / 10 + 64 * MIB;
+    let part_size = expected.div_ceil(PLANNED_PARTS_MAX).div_ceil(MIB) * MIB;
+    let part_size = part_size.clamp(PART_SIZE_MIN, PART_SIZE_MAX);
+    let part_count = expected.div_ceil(part_size).min(S3_PARTS_MAX);
+    PartPlan { part_size, part_count }
+}
+
+/// The upload plan object fetched by the memory script: one presigned URL per part.
+pub fn upload_plan(part_size: u64, part_urls: &[String]) -> String {
+    let mut plan = format!("part-size {part_size}\n");
+    for (i, url) in part_urls.iter().enumerate() {
+        plan.push_str(&format!("part {} {url}\n", i + 1));
+    }
+    plan
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("value of {0} cannot be passed safely in a shell command")]
+pub struct UnsafeValue(pub String);
+
+/// Command lines for AWS-RunShellScript: the script, preceded by its FC_* inputs. Values are single-quoted;
+/// one containing a quote or a newline is refused rather than escaped, since none of ours can.
+pub fn command_lines(script: &str, inputs: &[(&str, &str)]) -> Result<Vec<String>, UnsafeValue> {
+    let mut lines = vec![
+        // AWS-RunShellScript may start the script with sh; the scripts need bash.
+        "if [ -z \"${BASH_VERSION:-}\" ]; then exec /bin/bash \"$0\" \"$@\"; fi".to_string(),
+    ];
+    for (name, value) in inputs {
+        if value.contains(['\'', '\n', '\r']) {
+            return Err(UnsafeValue(name.to_string()));
+        }
+        lines.push(format!("export {name}='{value}'"));
+    }
+    lines.extend(script.lines().filter(|l| !l.starts_with("#!")).map(str::to_string));
+    Ok(lines)
+}
+
+/// A `FC-RESULT <name> key=value ...` line from a script's output.
+pub fn result(stdout: &str, name: &str) -> Option<HashMap<String, String>> {
+    stdout.lines().rev().find_map(|line| {
+        let rest = line.strip_prefix("FC-RESULT ")?.strip_prefix(name)?.strip_prefix(' ')?;
+        Some(rest.split_whitespace().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    })
+}
+
+/// A `FC-ERROR <Reason> <detail>` line: the script's own diagnosis of why it stopped.
+pub fn script_error(stdout: &str) -> Option<(String, String)> {
+    stdout.lines().rev().find_map(|line| {
+        let rest = line.strip_prefix("FC-ERROR ")?;
+        let (reason, detail) = rest.split_once(' ').unwrap_or((rest, ""));
+        Some((reason.to_string(), detail.to_string()))
+    })
+}
+
+/// Artifact object keys: `<prefix>/<caseId>/<instanceId>/<capture-uid>/<file>`.
+pub fn object_key(prefix: &str, case_id: &str, instance_id: &str, capture_uid: &str, file: &str) -> String {
+    let prefix = prefix.trim_matches('/');
+    if prefix.is_empty() {
+        format!("{case_id}/{instance_id}/{capture_uid}/{file}")
+    } else {
+        format!("{prefix}/{case_id}/{instance_id}/{capture_uid}/{file}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_instances_use_the_minimum_part_size() {
+        let plan = plan_parts(512);
+        assert_eq!(plan.part_size, 8 * MIB);
+        assert!(plan.part_count * plan.part_size >= 512 * MIB);
+    }
+
+    #[test]
+    fn images_above_5_gib_fit_in_planned_parts() {
+        for memory_gib in [6u64, 16, 64, 256, 768, 1536, 24 * 1024] {
+            let plan = plan_parts(memory_gib * 1024);
+            assert!(plan.part_count <= S3_PARTS_MAX, "{memory_gib} GiB");
+            assert!(plan.part_size >= 5 * MIB && plan.part_size <= PART_SIZE_MAX, "{memory_gib} GiB");
+            assert!(plan.part_count * plan.part_size >= memory_gib * 1024 * MIB, "{memory_gib} GiB image fits");
+            assert_eq!(plan.part_size % MIB, 0);
+        }
+    }
+
+    #[test]
+    fn command_lines_export_inputs_before_the_script() {
+        let lines = command_lines("#!/bin/bash\necho $FC_X\n", &[("FC_X", "https://h/k?a=1&b=2")]).unwrap();
+        assert_eq!(lines[1], "export FC_X='https://h/k?a=1&b=2'");
+        assert_eq!(lines.last().unwrap(), "echo $FC_X");
+        assert!(!lines.iter().any(|l| l.starts_with("#!")));
+    }
+
+    #[test]
+    fn values_that_could_break_out_of_quotes_are_refused() {
+        assert!(command_lines("true", &[("FC_X", "a'; rm -rf /; '")]).is_err());
+        assert!(command_lines("true", &[("FC_X", "a\nb")]).is_err());
+    }
+
+    #[test]
+    fn results_and_errors_are_read_from_script_output() {
+        let out = "noise\nFC-RESULT memory sha256=abc bytes=12 parts=2\n";
+        let r = result(out, "memory").unwrap();
+        assert_eq!((r["sha256"].as_str(), r["bytes"].as_str(), r["parts"].as_str()), ("abc", "12", "2"));
+        assert!(result(out, "volatile").is_none());
+        assert_eq!(
+            script_error("x\nFC-ERROR ToolChecksumMismatch AVML SHA-256 is 1, expected 2\n"),
+            Some(("ToolChecksumMismatch".into(), "AVML SHA-256 is 1, expected 2".into()))
+        );
+    }
+
+    #[test]
+    fn object_keys_follow_the_documented_layout() {
+        assert_eq!(object_key("evidence/", "INC-1", "i-1", "u", "memory.lime"), "evidence/INC-1/i-1/u/memory.lime");
+        assert_eq!(object_key("", "INC-1", "i-1", "u", "manifest.json"), "INC-1/i-1/u/manifest.json");
+    }
+
+    #[test]
+    fn upload_plan_lists_numbered_parts() {
+        assert_eq!(upload_plan(8, &["u1".into(), "u2".into()]), "part-size 8\npart 1 u1\npart 2 u2\n");
+    }
+}

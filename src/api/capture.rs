@@ -1,0 +1,402 @@
+//! `ForensicCapture`: the request (spec, immutable) and the audit record (status).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema, core::Rule};
+use serde::{Deserialize, Serialize};
+
+/// Preserve evidence from one EC2 instance (volatile data, memory, EBS snapshots), then contain it.
+///
+/// The spec is a record of what was asked and cannot change after creation; create a new capture instead.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "forensic-capture.dev",
+    version = "v1alpha1",
+    kind = "ForensicCapture",
+    namespaced,
+    shortname = "fc",
+    status = "ForensicCaptureStatus",
+    doc = "Preserve evidence from an EC2 instance (volatile data, memory, EBS snapshots), then isolate it. The resource is the audit record of what was done and where the evidence is.",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Progress of the capture"),
+    printcolumn(name = "Instance", type_ = "string", json_path = ".status.target.instanceId", description = "EC2 instance"),
+    printcolumn(name = "Case", type_ = "string", json_path = ".spec.caseId", description = "Incident or case identifier"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Every requested step completed"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1, description = "Why the capture is (not) ready"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable: a capture is a record; create a new ForensicCapture instead"))]
+#[serde(rename_all = "camelCase")]
+pub struct ForensicCaptureSpec {
+    /// Incident or case identifier. Used in S3 keys and AWS tags, so limited to letters, digits, '.', '_'
+    /// and '-' (1 to 64 characters, starting with a letter or digit).
+    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
+    pub case_id: String,
+
+    /// The EC2 instance to capture.
+    pub target: Target,
+
+    /// Full physical memory image, streamed to S3 (never written to the instance's disks).
+    #[serde(default)]
+    pub memory: StepToggle,
+
+    /// Volatile data triage: processes, sockets, open files, kernel modules, users and logins, persistence,
+    /// deleted binaries, recent temp files and shell histories.
+    #[serde(default)]
+    pub volatile: StepToggle,
+
+    /// EBS snapshots of the instance's volumes (crash-consistent, one CreateSnapshots call).
+    #[serde(default)]
+    pub disk: DiskSpec,
+
+    /// Network isolation after the evidence steps.
+    #[serde(default)]
+    pub isolation: IsolationSpec,
+
+    /// Where evidence is stored; the controller's defaults apply to fields left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<EvidenceLocation>,
+}
+
+/// Which instance to capture: exactly one of `instanceId` or `nodeName`.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("has(self.instanceId) != has(self.nodeName)").message("set exactly one of target.instanceId and target.nodeName"))]
+#[serde(rename_all = "camelCase")]
+pub struct Target {
+    /// EC2 instance ID, for example i-0123456789abcdef0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^i-([0-9a-f]{8}|[0-9a-f]{17})$"))]
+    pub instance_id: Option<String>,
+
+    /// Name of a Node of this cluster; its instance is found from the Node's spec.providerID
+    /// (aws:///<zone>/<instance-id>).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub node_name: Option<String>,
+
+    /// AWS region of the instance; the controller's default region when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-\d$"))]
+    pub region: Option<String>,
+}
+
+/// Turns one evidence step on or off.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StepToggle {
+    /// Whether to run this step (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+impl Default for StepToggle {
+    fn default() -> Self {
+        StepToggle { enabled: true }
+    }
+}
+
+/// Disk evidence.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DiskSpec {
+    /// Whether to snapshot the instance's EBS volumes (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Leave the root (boot) volume out of the snapshot set (default false).
+    #[serde(default)]
+    pub exclude_boot_volume: bool,
+}
+
+impl Default for DiskSpec {
+    fn default() -> Self {
+        DiskSpec { enabled: true, exclude_boot_volume: false }
+    }
+}
+
+/// Network containment.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IsolationSpec {
+    /// Whether to isolate the instance after the evidence steps (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+
+    /// Source CIDRs allowed in (responder access), all ports. Empty: no ingress at all. Egress is always
+    /// denied.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self.all(c, isCIDR(c) && cidr(c) == cidr(c).masked())").message("each entry must be a CIDR with no host bits set, such as 203.0.113.7/32"))]
+    #[schemars(length(max = 50))]
+    pub allow_ingress_cidrs: Vec<String>,
+
+    /// What to do when volatile or memory acquisition fails: Isolate (default: containment wins over
+    /// evidence completeness) or Hold (leave the instance as it is for a responder to decide).
+    #[serde(default)]
+    pub on_acquisition_failure: AcquisitionFailurePolicy,
+}
+
+impl Default for IsolationSpec {
+    fn default() -> Self {
+        IsolationSpec { enabled: true, allow_ingress_cidrs: vec![], on_acquisition_failure: Default::default() }
+    }
+}
+
+/// What isolation does after a failed acquisition step.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AcquisitionFailurePolicy {
+    /// Isolate anyway.
+    #[default]
+    Isolate,
+    /// Do not isolate; a responder decides.
+    Hold,
+}
+
+/// S3 location for the artifacts.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EvidenceLocation {
+    /// Evidence bucket; the controller's --evidence-bucket when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"))]
+    pub bucket: Option<String>,
+    /// Key prefix; the controller's --evidence-prefix when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9!_.*'()/-]{0,200}$"))]
+    pub prefix: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What the controller did and found. Written only by the controller.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ForensicCaptureStatus {
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Progress, derived from the conditions: Pending, Acquiring, Snapshotted, Isolated, Completed or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+
+    /// Acquired, Snapshotted, Isolated, Ready and Failed, with stable CamelCase reasons.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+
+    /// Facts about the instance, resolved before any step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetFacts>,
+
+    /// Every piece of evidence: S3 objects and EBS snapshots.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub artifacts: Vec<Artifact>,
+
+    /// Per-step progress, written before each side effect whose result cannot be looked up again.
+    #[serde(default)]
+    pub steps: Steps,
+
+    /// Containment applied, with the prior state needed to release it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<IsolationRecord>,
+
+    /// When the controller started acting on this capture.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+
+    /// When every step had reached an end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+}
+
+/// Progress of a capture, for people; conditions carry the detail.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Not started, or waiting (for the instance lock, for example).
+    Pending,
+    /// Volatile data and memory are being acquired.
+    Acquiring,
+    /// Disk snapshots are complete.
+    Snapshotted,
+    /// The instance is isolated.
+    Isolated,
+    /// Every requested step completed and isolation was not requested.
+    Completed,
+    /// The capture stopped or ended with a requested step not done; see the Failed condition.
+    Failed,
+}
+
+/// Instance facts, as resolved from EC2.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetFacts {
+    /// EC2 instance ID.
+    pub instance_id: String,
+    /// AWS account that owns the instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+    /// Region.
+    pub region: String,
+    /// Availability zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability_zone: Option<String>,
+    /// VPC of the primary network interface.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpc_id: Option<String>,
+    /// CPU architecture (x86_64, arm64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub architecture: Option<String>,
+    /// Platform (Linux/UNIX, Windows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    /// Instance type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_type: Option<String>,
+    /// Memory of the instance type, in MiB; sizes the memory image upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<i64>,
+    /// Instance state when resolved (running, stopped, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Whether the instance is an SSM managed node with an online agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssm_managed: Option<bool>,
+    /// The Node this instance was resolved from, for nodeName targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+}
+
+/// One piece of evidence.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Artifact {
+    /// Unique name within the capture (memory, volatile, symbols, snapshot-vol-...).
+    pub name: String,
+    /// Kind of evidence.
+    #[serde(rename = "type")]
+    pub kind: ArtifactType,
+    /// s3://bucket/key, or the snapshot ARN.
+    pub uri: String,
+    /// SHA-256 of the object's bytes (hex), computed while streaming on the instance and checked by the
+    /// controller. Absent for snapshots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Size in bytes (for snapshots: the volume size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<i64>,
+    /// When the artifact was complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<Time>,
+    /// Available, or Pending while a snapshot completes.
+    pub state: String,
+    /// For snapshots: the source volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_volume_id: Option<String>,
+}
+
+/// Kind of artifact.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArtifactType {
+    /// LiME memory image.
+    MemoryImage,
+    /// Volatile data archive.
+    VolatileData,
+    /// Kernel symbol material (uname, os-release, System.map, BTF).
+    KernelSymbols,
+    /// EBS snapshot.
+    EbsSnapshot,
+    /// Per-capture evidence manifest.
+    Manifest,
+}
+
+/// Progress of every step.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Steps {
+    /// Volatile data (and kernel symbol material) through SSM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volatile: Option<StepRecord>,
+    /// Memory image through SSM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<StepRecord>,
+    /// EBS snapshots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<StepRecord>,
+    /// Network isolation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<StepRecord>,
+}
+
+/// Where one step stands.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct StepRecord {
+    /// Running, Succeeded, Failed or Skipped.
+    pub state: StepState,
+    /// Stable reason for Failed or Skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Human-readable detail, naming the instance and the AWS error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// SSM command ID, when the step runs a command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<String>,
+    /// S3 multipart upload ID of the memory image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_id: Option<String>,
+    /// Part size of the memory upload, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_size_bytes: Option<i64>,
+    /// When the step started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the step ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+}
+
+/// State of one step.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum StepState {
+    /// Started and not finished.
+    #[default]
+    Running,
+    /// Done.
+    Succeeded,
+    /// Ended without its result.
+    Failed,
+    /// Not attempted, because it could not work (the reason says why).
+    Skipped,
+}
+
+impl StepState {
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, StepState::Running)
+    }
+}
+
+/// Containment record: what was applied and what was there before.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct IsolationRecord {
+    /// The isolation security group (no egress, ingress only from allowIngressCidrs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_group_id: Option<String>,
+    /// Security groups of each network interface before isolation, recorded before the change.
+    #[serde(default)]
+    pub previous: Vec<InterfaceGroups>,
+    /// When isolation was complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_at: Option<Time>,
+}
+
+/// A network interface and its security groups.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct InterfaceGroups {
+    /// Network interface ID.
+    pub network_interface_id: String,
+    /// Security group IDs.
+    pub security_group_ids: Vec<String>,
+}

@@ -1,0 +1,276 @@
+//! EC2: instance facts, EBS snapshots and the isolation security group.
+
+use std::future::Future;
+
+use aws_sdk_ec2::types::{
+    Filter, InstanceSpecification, IpPermission, IpRange, ResourceType, Tag, TagSpecification,
+};
+
+use super::AwsError;
+
+/// Tags put on every AWS object the controller creates, so it can be found again after a restart.
+pub mod tags {
+    pub const CAPTURE_UID: &str = "forensic-capture.dev/capture-uid";
+    pub const CASE_ID: &str = "forensic-capture.dev/case-id";
+    pub const CAPTURE: &str = "forensic-capture.dev/capture";
+    pub const INSTANCE_ID: &str = "forensic-capture.dev/instance-id";
+    pub const ROLE: &str = "forensic-capture.dev/role";
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceInfo {
+    pub instance_id: String,
+    pub owner_id: Option<String>,
+    pub state: String,
+    pub availability_zone: Option<String>,
+    pub vpc_id: Option<String>,
+    pub architecture: Option<String>,
+    pub platform: String,
+    pub instance_type: Option<String>,
+    pub interfaces: Vec<InterfaceInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InterfaceInfo {
+    pub network_interface_id: String,
+    pub security_group_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotInfo {
+    pub snapshot_id: String,
+    pub volume_id: String,
+    pub state: String,
+    pub volume_size_gib: Option<i32>,
+    pub owner_id: Option<String>,
+}
+
+/// The EC2 calls the controller makes.
+pub trait Ec2Api: Send + Sync {
+    fn describe_instance(&self, instance_id: &str) -> impl Future<Output = Result<Option<InstanceInfo>, AwsError>> + Send;
+    fn instance_type_memory_mib(&self, instance_type: &str) -> impl Future<Output = Result<Option<i64>, AwsError>> + Send;
+    fn snapshots_tagged(&self, capture_uid: &str) -> impl Future<Output = Result<Vec<SnapshotInfo>, AwsError>> + Send;
+    fn create_snapshots(
+        &self,
+        instance_id: &str,
+        exclude_boot_volume: bool,
+        description: &str,
+        tags: &[(String, String)],
+    ) -> impl Future<Output = Result<Vec<SnapshotInfo>, AwsError>> + Send;
+    fn isolation_group(&self, vpc_id: &str, capture_uid: &str) -> impl Future<Output = Result<Option<String>, AwsError>> + Send;
+    fn create_isolation_group(
+        &self,
+        vpc_id: &str,
+        name: &str,
+        tags: &[(String, String)],
+    ) -> impl Future<Output = Result<String, AwsError>> + Send;
+    fn ensure_isolation_rules(&self, group_id: &str, allow_ingress_cidrs: &[String]) -> impl Future<Output = Result<(), AwsError>> + Send;
+    fn set_interface_groups(&self, network_interface_id: &str, group_ids: &[String]) -> impl Future<Output = Result<(), AwsError>> + Send;
+}
+
+#[derive(Clone)]
+pub struct SdkEc2(pub aws_sdk_ec2::Client);
+
+fn tag_spec(resource: ResourceType, tags: &[(String, String)]) -> TagSpecification {
+    tags.iter()
+        .fold(TagSpecification::builder().resource_type(resource), |b, (k, v)| b.tags(Tag::builder().key(k).value(v).build()))
+        .build()
+}
+
+fn tag_filter(key: &str, value: &str) -> Filter {
+    Filter::builder().name(format!("tag:{key}")).values(value).build()
+}
+
+fn snapshot_info(s: &aws_sdk_ec2::types::Snapshot) -> Option<SnapshotInfo> {
+    Some(SnapshotInfo {
+        snapshot_id: s.snapshot_id()?.to_string(),
+        volume_id: s.volume_id().unwrap_or_default().to_string(),
+        state: s.state().map(|s| s.as_str().to_string()).unwrap_or_default(),
+        volume_size_gib: s.volume_size(),
+        owner_id: s.owner_id().map(str::to_string),
+    })
+}
+
+impl Ec2Api for SdkEc2 {
+    async fn describe_instance(&self, instance_id: &str) -> Result<Option<InstanceInfo>, AwsError> {
+        let result = self.0.describe_instances().instance_ids(instance_id).send().await;
+        let output = match result {
+            Ok(o) => o,
+            Err(e) => {
+                let e = AwsError::from_sdk("ec2:DescribeInstances", e);
+                return if e.code.starts_with("InvalidInstanceID") { Ok(None) } else { Err(e) };
+            }
+        };
+        let Some((reservation, instance)) =
+            output.reservations().iter().find_map(|r| r.instances().first().map(|i| (r, i)))
+        else {
+            return Ok(None);
+        };
+        Ok(Some(InstanceInfo {
+            instance_id: instance_id.to_string(),
+            owner_id: reservation.owner_id().map(str::to_string),
+            state: instance.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()).unwrap_or_default(),
+            availability_zone: instance.placement().and_then(|p| p.availability_zone()).map(str::to_string),
+            vpc_id: instance.vpc_id().map(str::to_string),
+            architecture: instance.architecture().map(|a| a.as_str().to_string()),
+            platform: instance.platform_details().unwrap_or("Linux/UNIX").to_string(),
+            instance_type: instance.instance_type().map(|t| t.as_str().to_string()),
+            interfaces: instance
+                .network_interfaces()
+                .iter()
+                .filter_map(|n| {
+                    Some(InterfaceInfo {
+                        network_interface_id: n.network_interface_id()?.to_string(),
+                        security_group_ids: n.groups().iter().filter_map(|g| g.group_id().map(str::to_string)).collect(),
+                    })
+                })
+                .collect(),
+        }))
+    }
+
+    async fn instance_type_memory_mib(&self, instance_type: &str) -> Result<Option<i64>, AwsError> {
+        let output = self
+            .0
+            .describe_instance_types()
+            .instance_types(instance_type.into())
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:DescribeInstanceTypes", e))?;
+        Ok(output.instance_types().first().and_then(|t| t.memory_info()).and_then(|m| m.size_in_mib()))
+    }
+
+    async fn snapshots_tagged(&self, capture_uid: &str) -> Result<Vec<SnapshotInfo>, AwsError> {
+        let output = self
+            .0
+            .describe_snapshots()
+            .owner_ids("self")
+            .filters(tag_filter(tags::CAPTURE_UID, capture_uid))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:DescribeSnapshots", e))?;
+        Ok(output.snapshots().iter().filter_map(snapshot_info).collect())
+    }
+
+    async fn create_snapshots(
+        &self,
+        instance_id: &str,
+        exclude_boot_volume: bool,
+        description: &str,
+        tags: &[(String, String)],
+    ) -> Result<Vec<SnapshotInfo>, AwsError> {
+        let output = self
+            .0
+            .create_snapshots()
+            .instance_specification(
+                InstanceSpecification::builder().instance_id(instance_id).exclude_boot_volume(exclude_boot_volume).build(),
+            )
+            .description(description)
+            .tag_specifications(tag_spec(ResourceType::Snapshot, tags))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:CreateSnapshots", e))?;
+        Ok(output
+            .snapshots()
+            .iter()
+            .filter_map(|s| {
+                Some(SnapshotInfo {
+                    snapshot_id: s.snapshot_id()?.to_string(),
+                    volume_id: s.volume_id().unwrap_or_default().to_string(),
+                    state: s.state().map(|s| s.as_str().to_string()).unwrap_or_default(),
+                    volume_size_gib: s.volume_size(),
+                    owner_id: s.owner_id().map(str::to_string),
+                })
+            })
+            .collect())
+    }
+
+    async fn isolation_group(&self, vpc_id: &str, capture_uid: &str) -> Result<Option<String>, AwsError> {
+        let output = self
+            .0
+            .describe_security_groups()
+            .filters(Filter::builder().name("vpc-id").values(vpc_id).build())
+            .filters(tag_filter(tags::CAPTURE_UID, capture_uid))
+            .filters(tag_filter(tags::ROLE, "isolation"))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:DescribeSecurityGroups", e))?;
+        Ok(output.security_groups().first().and_then(|g| g.group_id()).map(str::to_string))
+    }
+
+    async fn create_isolation_group(&self, vpc_id: &str, name: &str, tags: &[(String, String)]) -> Result<String, AwsError> {
+        let output = self
+            .0
+            .create_security_group()
+            .vpc_id(vpc_id)
+            .group_name(name)
+            .description("forensic-capture isolation: no egress, ingress only from the responder CIDRs")
+            .tag_specifications(tag_spec(ResourceType::SecurityGroup, tags))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:CreateSecurityGroup", e))?;
+        output.group_id().map(str::to_string).ok_or_else(|| AwsError {
+            operation: "ec2:CreateSecurityGroup",
+            code: "MissingGroupId".into(),
+            message: "the response carried no group ID".into(),
+            request_id: None,
+            http_status: None,
+        })
+    }
+
+    /// Makes the group's rules exactly: no egress, all-protocol ingress from each allowed CIDR. Idempotent, so a
+    /// restart between creating the group and setting its rules repairs it.
+    async fn ensure_isolation_rules(&self, group_id: &str, allow_ingress_cidrs: &[String]) -> Result<(), AwsError> {
+        let described = self
+            .0
+            .describe_security_groups()
+            .group_ids(group_id)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:DescribeSecurityGroups", e))?;
+        let Some(group) = described.security_groups().first() else { return Ok(()) };
+        let egress: Vec<IpPermission> = group.ip_permissions_egress().to_vec();
+        if !egress.is_empty() {
+            self.0
+                .revoke_security_group_egress()
+                .group_id(group_id)
+                .set_ip_permissions(Some(egress))
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("ec2:RevokeSecurityGroupEgress", e))?;
+        }
+        let present: Vec<String> = group
+            .ip_permissions()
+            .iter()
+            .filter(|p| p.ip_protocol() == Some("-1"))
+            .flat_map(|p| p.ip_ranges().iter().filter_map(|r| r.cidr_ip().map(str::to_string)))
+            .collect();
+        let missing: Vec<&String> = allow_ingress_cidrs.iter().filter(|c| !present.contains(c)).collect();
+        if !missing.is_empty() {
+            let permission = missing
+                .iter()
+                .fold(IpPermission::builder().ip_protocol("-1"), |b, c| {
+                    b.ip_ranges(IpRange::builder().cidr_ip(c.as_str()).description("forensic-capture responder access").build())
+                })
+                .build();
+            self.0
+                .authorize_security_group_ingress()
+                .group_id(group_id)
+                .ip_permissions(permission)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("ec2:AuthorizeSecurityGroupIngress", e))?;
+        }
+        Ok(())
+    }
+
+    async fn set_interface_groups(&self, network_interface_id: &str, group_ids: &[String]) -> Result<(), AwsError> {
+        self.0
+            .modify_network_interface_attribute()
+            .network_interface_id(network_interface_id)
+            .set_groups(Some(group_ids.to_vec()))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:ModifyNetworkInterfaceAttribute", e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,8 @@
+//! AWS behind narrow interfaces, implemented on the SDK clients.
+
+pub mod ec2;
+pub mod error;
+pub mod s3;
+pub mod ssm;
+
+pub use error::{AwsError, ErrorClass};

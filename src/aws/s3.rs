@@ -1,0 +1,268 @@
+//! S3: the evidence bucket, presigned URLs for the instance, multipart upload bookkeeping.
+//!
+//! Presigned URLs are the only way evidence reaches S3 from an instance, and they end up in SSM command history.
+//! A URL carries the signing key's ID (and, for temporary credentials, its session token), though never the
+//! secret. So that the controller's own key ID and token never appear there, URLs are signed with a short
+//! session assumed from `presign_role_arn` whose session policy allows exactly the objects of one step.
+
+use std::{future::Future, time::Duration};
+
+use aws_sdk_s3::{
+    presigning::PresigningConfig,
+    types::{CompletedMultipartUpload, CompletedPart},
+};
+use sha2::{Digest, Sha256};
+
+use super::AwsError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Presign {
+    Get { bucket: String, key: String },
+    Put { bucket: String, key: String },
+    UploadPart { bucket: String, key: String, upload_id: String, part_number: i32 },
+}
+
+impl Presign {
+    fn object_arn(&self) -> String {
+        let (Presign::Get { bucket, key } | Presign::Put { bucket, key } | Presign::UploadPart { bucket, key, .. }) = self;
+        format!("arn:aws:s3:::{bucket}/{key}")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadedPart {
+    pub part_number: i32,
+    pub etag: String,
+    pub size: i64,
+}
+
+/// The S3 calls the controller makes.
+pub trait EvidenceStore: Send + Sync {
+    fn check_bucket(&self, bucket: &str) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// Presigned URLs for exactly these objects, valid for `ttl`.
+    fn presign(&self, requests: &[Presign], ttl: Duration, session_name: &str) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
+    fn put_object(&self, bucket: &str, key: &str, body: Vec<u8>, content_type: &str) -> impl Future<Output = Result<(), AwsError>> + Send;
+    fn object_size(&self, bucket: &str, key: &str) -> impl Future<Output = Result<Option<i64>, AwsError>> + Send;
+    /// Streams the object through SHA-256; returns (hex digest, size).
+    fn object_sha256(&self, bucket: &str, key: &str) -> impl Future<Output = Result<(String, i64), AwsError>> + Send;
+    fn find_multipart_upload(&self, bucket: &str, key: &str) -> impl Future<Output = Result<Option<String>, AwsError>> + Send;
+    fn create_multipart_upload(&self, bucket: &str, key: &str) -> impl Future<Output = Result<String, AwsError>> + Send;
+    /// The parts of an upload, or None when the upload no longer exists (completed or aborted).
+    fn list_parts(&self, bucket: &str, key: &str, upload_id: &str) -> impl Future<Output = Result<Option<Vec<UploadedPart>>, AwsError>> + Send;
+    fn complete_multipart_upload(&self, bucket: &str, key: &str, upload_id: &str, parts: &[UploadedPart]) -> impl Future<Output = Result<(), AwsError>> + Send;
+}
+
+#[derive(Clone)]
+pub struct SdkEvidenceStore {
+    pub s3: aws_sdk_s3::Client,
+    pub sts: aws_sdk_sts::Client,
+    pub presign_role_arn: Option<String>,
+}
+
+impl SdkEvidenceStore {
+    /// An S3 client whose credentials may only touch the objects named in `requests`.
+    async fn signing_client(&self, requests: &[Presign], ttl: Duration, session_name: &str) -> Result<aws_sdk_s3::Client, AwsError> {
+        let Some(role_arn) = &self.presign_role_arn else {
+            return Ok(self.s3.clone());
+        };
+        let mut resources: Vec<String> = requests.iter().map(Presign::object_arn).collect();
+        resources.sort();
+        resources.dedup();
+        let policy = serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"], "Resource": resources}]
+        });
+        let assumed = self
+            .sts
+            .assume_role()
+            .role_arn(role_arn)
+            .role_session_name(session_name)
+            .policy(policy.to_string())
+            // STS's minimum; the URLs themselves expire sooner or at the same time.
+            .duration_seconds(ttl.as_secs().max(900) as i32)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("sts:AssumeRole", e))?;
+        let c = assumed.credentials().ok_or_else(|| AwsError {
+            operation: "sts:AssumeRole",
+            code: "MissingCredentials".into(),
+            message: "the response carried no credentials".into(),
+            request_id: None,
+            http_status: None,
+        })?;
+        let credentials = aws_sdk_s3::config::Credentials::new(
+            c.access_key_id(),
+            c.secret_access_key(),
+            Some(c.session_token().to_string()),
+            None,
+            "forensic-capture-presign",
+        );
+        let config = self.s3.config().to_builder().credentials_provider(credentials).build();
+        Ok(aws_sdk_s3::Client::from_conf(config))
+    }
+}
+
+fn presigning(ttl: Duration) -> Result<PresigningConfig, AwsError> {
+    PresigningConfig::expires_in(ttl).map_err(|e| AwsError {
+        operation: "s3:Presign",
+        code: "InvalidExpiry".into(),
+        message: e.to_string(),
+        request_id: None,
+        http_status: None,
+    })
+}
+
+fn presign_error(operation: &'static str, e: impl std::fmt::Display) -> AwsError {
+    AwsError { operation, code: "PresignFailed".into(), message: e.to_string(), request_id: None, http_status: None }
+}
+
+impl EvidenceStore for SdkEvidenceStore {
+    async fn check_bucket(&self, bucket: &str) -> Result<(), AwsError> {
+        self.s3.head_bucket().bucket(bucket).send().await.map_err(|e| AwsError::from_sdk("s3:HeadBucket", e))?;
+        Ok(())
+    }
+
+    async fn presign(&self, requests: &[Presign], ttl: Duration, session_name: &str) -> Result<Vec<String>, AwsError> {
+        let client = self.signing_client(requests, ttl, session_name).await?;
+        let mut urls = Vec::with_capacity(requests.len());
+        for request in requests {
+            let presigned = match request {
+                Presign::Get { bucket, key } => client
+                    .get_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .presigned(presigning(ttl)?)
+                    .await
+                    .map_err(|e| presign_error("s3:GetObject", e))?,
+                Presign::Put { bucket, key } => client
+                    .put_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .presigned(presigning(ttl)?)
+                    .await
+                    .map_err(|e| presign_error("s3:PutObject", e))?,
+                Presign::UploadPart { bucket, key, upload_id, part_number } => client
+                    .upload_part()
+                    .bucket(bucket)
+                    .key(key)
+                    .upload_id(upload_id)
+                    .part_number(*part_number)
+                    .presigned(presigning(ttl)?)
+                    .await
+                    .map_err(|e| presign_error("s3:UploadPart", e))?,
+            };
+            urls.push(presigned.uri().to_string());
+        }
+        Ok(urls)
+    }
+
+    async fn put_object(&self, bucket: &str, key: &str, body: Vec<u8>, content_type: &str) -> Result<(), AwsError> {
+        self.s3
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(body.into())
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("s3:PutObject", e))?;
+        Ok(())
+    }
+
+    async fn object_size(&self, bucket: &str, key: &str) -> Result<Option<i64>, AwsError> {
+        match self.s3.head_object().bucket(bucket).key(key).send().await {
+            Ok(o) => Ok(o.content_length()),
+            Err(e) => {
+                let e = AwsError::from_sdk("s3:HeadObject", e);
+                if e.http_status == Some(404) { Ok(None) } else { Err(e) }
+            }
+        }
+    }
+
+    async fn object_sha256(&self, bucket: &str, key: &str) -> Result<(String, i64), AwsError> {
+        let object = self.s3.get_object().bucket(bucket).key(key).send().await.map_err(|e| AwsError::from_sdk("s3:GetObject", e))?;
+        let mut body = object.body;
+        let mut hasher = Sha256::new();
+        let mut size = 0i64;
+        while let Some(chunk) = body.try_next().await.map_err(|e| AwsError {
+            operation: "s3:GetObject",
+            code: "Transport".into(),
+            message: e.to_string(),
+            request_id: None,
+            http_status: None,
+        })? {
+            size += chunk.len() as i64;
+            hasher.update(&chunk);
+        }
+        Ok((hex::encode(hasher.finalize()), size))
+    }
+
+    async fn find_multipart_upload(&self, bucket: &str, key: &str) -> Result<Option<String>, AwsError> {
+        let output = self
+            .s3
+            .list_multipart_uploads()
+            .bucket(bucket)
+            .prefix(key)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("s3:ListMultipartUploads", e))?;
+        Ok(output.uploads().iter().find(|u| u.key() == Some(key)).and_then(|u| u.upload_id()).map(str::to_string))
+    }
+
+    async fn create_multipart_upload(&self, bucket: &str, key: &str) -> Result<String, AwsError> {
+        let output = self
+            .s3
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .content_type("application/octet-stream")
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("s3:CreateMultipartUpload", e))?;
+        output.upload_id().map(str::to_string).ok_or_else(|| AwsError {
+            operation: "s3:CreateMultipartUpload",
+            code: "MissingUploadId".into(),
+            message: "the response carried no upload ID".into(),
+            request_id: None,
+            http_status: None,
+        })
+    }
+
+    async fn list_parts(&self, bucket: &str, key: &str, upload_id: &str) -> Result<Option<Vec<UploadedPart>>, AwsError> {
+        let mut parts = Vec::new();
+        let mut pages = self.s3.list_parts().bucket(bucket).key(key).upload_id(upload_id).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = match page {
+                Ok(p) => p,
+                Err(e) => {
+                    let e = AwsError::from_sdk("s3:ListParts", e);
+                    return if e.code == "NoSuchUpload" || e.http_status == Some(404) { Ok(None) } else { Err(e) };
+                }
+            };
+            parts.extend(page.parts().iter().map(|p| UploadedPart {
+                part_number: p.part_number().unwrap_or_default(),
+                etag: p.e_tag().unwrap_or_default().to_string(),
+                size: p.size().unwrap_or_default(),
+            }));
+        }
+        Ok(Some(parts))
+    }
+
+    async fn complete_multipart_upload(&self, bucket: &str, key: &str, upload_id: &str, parts: &[UploadedPart]) -> Result<(), AwsError> {
+        let completed = CompletedMultipartUpload::builder()
+            .set_parts(Some(
+                parts.iter().map(|p| CompletedPart::builder().part_number(p.part_number).e_tag(&p.etag).build()).collect(),
+            ))
+            .build();
+        self.s3
+            .complete_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(completed)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("s3:CompleteMultipartUpload", e))?;
+        Ok(())
+    }
+}

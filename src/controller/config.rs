@@ -1,0 +1,106 @@
+//! Controller settings, from flags or environment (the Helm chart sets the environment).
+
+use std::time::Duration;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Config {
+    /// Default evidence bucket, for captures whose spec names none.
+    #[arg(long, env = "FC_EVIDENCE_BUCKET")]
+    pub evidence_bucket: Option<String>,
+
+    /// Default key prefix inside the evidence bucket.
+    #[arg(long, env = "FC_EVIDENCE_PREFIX", default_value = "forensic-capture")]
+    pub evidence_prefix: String,
+
+    /// Region for captures whose spec names none (AWS_REGION otherwise).
+    #[arg(long, env = "FC_DEFAULT_REGION")]
+    pub default_region: Option<String>,
+
+    /// S3 location of the AVML binary for x86_64 instances (s3://bucket/key).
+    #[arg(long, env = "FC_AVML_X86_64_URI")]
+    pub avml_x86_64_uri: Option<String>,
+
+    /// SHA-256 (hex) the x86_64 AVML binary must have; it does not run otherwise.
+    #[arg(long, env = "FC_AVML_X86_64_SHA256")]
+    pub avml_x86_64_sha256: Option<String>,
+
+    /// S3 location of the AVML binary for arm64 instances (s3://bucket/key).
+    #[arg(long, env = "FC_AVML_ARM64_URI")]
+    pub avml_arm64_uri: Option<String>,
+
+    /// SHA-256 (hex) the arm64 AVML binary must have.
+    #[arg(long, env = "FC_AVML_ARM64_SHA256")]
+    pub avml_arm64_sha256: Option<String>,
+
+    /// Arguments that make AVML write the LiME image to stdout.
+    #[arg(long, env = "FC_AVML_ARGS", default_value = "acquire /dev/stdout")]
+    pub avml_args: String,
+
+    /// IAM role assumed (with a session policy naming exactly the objects of one step) to sign the presigned
+    /// URLs sent to instances, so the controller's own key ID and session token never reach SSM command
+    /// history. Unset: URLs are signed with the controller's credentials.
+    #[arg(long, env = "FC_PRESIGN_ROLE_ARN")]
+    pub presign_role_arn: Option<String>,
+
+    /// Lifetime of presigned URLs for the volatile data and symbols uploads, in seconds.
+    #[arg(long, env = "FC_URL_TTL_SECONDS", default_value_t = 900)]
+    pub url_ttl_seconds: u64,
+
+    /// How long SSM may wait for an offline agent before the command is DeliveryTimedOut (30 s or more).
+    #[arg(long, env = "FC_COMMAND_DELIVERY_TIMEOUT_SECONDS", default_value_t = 600, value_parser = clap::value_parser!(i32).range(30..))]
+    pub command_delivery_timeout_seconds: i32,
+
+    /// Execution timeout of the volatile data command, in seconds.
+    #[arg(long, env = "FC_VOLATILE_TIMEOUT_SECONDS", default_value_t = 900)]
+    pub volatile_timeout_seconds: u64,
+
+    /// Use path-style S3 addressing (needed for S3-compatible endpoints such as the local proof environment).
+    #[arg(long, env = "FC_S3_FORCE_PATH_STYLE", default_value_t = false)]
+    pub s3_force_path_style: bool,
+
+    /// Namespace of the per-instance lock Leases (the controller's own namespace).
+    #[arg(long, env = "FC_LOCK_NAMESPACE", default_value = "forensic-capture")]
+    pub lock_namespace: String,
+
+    /// Only reconcile captures in this namespace (all namespaces when unset).
+    #[arg(long, env = "FC_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+
+    /// How many captures are reconciled at once.
+    #[arg(long, env = "FC_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: u16,
+}
+
+impl Config {
+    pub fn url_ttl(&self) -> Duration {
+        Duration::from_secs(self.url_ttl_seconds)
+    }
+
+    /// The AVML location and checksum for an instance architecture, when configured.
+    pub fn avml_for(&self, architecture: &str) -> Option<(String, String)> {
+        let (uri, sha) = match architecture {
+            "x86_64" => (&self.avml_x86_64_uri, &self.avml_x86_64_sha256),
+            "arm64" | "aarch64" => (&self.avml_arm64_uri, &self.avml_arm64_sha256),
+            _ => return None,
+        };
+        Some((uri.clone()?, sha.clone()?.to_ascii_lowercase()))
+    }
+}
+
+/// Splits `s3://bucket/key`.
+pub fn parse_s3_uri(uri: &str) -> Option<(String, String)> {
+    let (bucket, key) = uri.strip_prefix("s3://")?.split_once('/')?;
+    (!bucket.is_empty() && !key.is_empty()).then(|| (bucket.to_string(), key.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_uris_split_into_bucket_and_key() {
+        assert_eq!(parse_s3_uri("s3://tools/avml/x86_64"), Some(("tools".into(), "avml/x86_64".into())));
+        assert_eq!(parse_s3_uri("s3://tools"), None);
+        assert_eq!(parse_s3_uri("https://tools/x"), None);
+    }
+}

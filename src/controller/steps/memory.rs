@@ -1,0 +1,227 @@
+//! Memory image: AVML on the instance streams through SHA-256 into an S3 multipart upload whose presigned part
+//! URLs come from one small upload-plan object; the controller then checks the parts and completes the upload.
+
+use std::time::Duration;
+
+use super::{Progress, StepContext, StepError, Writer, invocation_failure, volatile::{send_error, upsert_artifact}, POLL};
+use crate::{
+    acquisition::{self, plan_parts},
+    api::{Artifact, ArtifactType, ForensicCaptureStatus, StepState},
+    aws::{
+        s3::{EvidenceStore, Presign},
+        ssm::{Invocation, ShellCommand, SsmApi},
+    },
+    controller::{config::parse_s3_uri, status::now},
+    planner::Step,
+};
+
+const STEP: Step = Step::Memory;
+/// Presigned URLs live at most this long: the assumed signing session cannot outlive one hour when chained
+/// from IRSA or Pod Identity credentials.
+const MAX_URL_TTL: Duration = Duration::from_secs(3600);
+
+/// URL lifetime for an image of this size: 15 minutes plus a minute per GiB, at most an hour.
+fn url_ttl(memory_mib: u64) -> Duration {
+    (Duration::from_secs(900) + Duration::from_secs(60 * memory_mib.div_ceil(1024))).min(MAX_URL_TTL)
+}
+
+/// Execution timeout: 10 minutes plus 2 minutes per GiB, within SSM's 48-hour limit.
+fn execution_timeout(memory_mib: u64) -> u64 {
+    (600 + 120 * memory_mib.div_ceil(1024)).min(172_800)
+}
+
+pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, writer: &mut Writer<'_>) -> Result<Progress, StepError> {
+    if super::start(STEP, status) {
+        writer.save(status).await?;
+    }
+    let instance_id = sc.instance_id().to_string();
+    let architecture = sc.target.architecture.clone().unwrap_or_default();
+    let (avml_uri, avml_sha256) = sc.ctx.config.avml_for(&architecture).ok_or_else(|| {
+        StepError::failed(
+            "AvmlNotConfigured",
+            format!("instance {instance_id} is {architecture}: no AVML location and SHA-256 configured for that architecture"),
+        )
+    })?;
+    let (avml_bucket, avml_key) = parse_s3_uri(&avml_uri)
+        .ok_or_else(|| StepError::failed("AvmlNotConfigured", format!("AVML location {avml_uri:?} is not s3://bucket/key")))?;
+    let memory_mib = sc.target.memory_mib.filter(|m| *m > 0).ok_or_else(|| {
+        StepError::failed("MemorySizeUnknown", format!("instance {instance_id}: the instance type's memory size is unknown"))
+    })? as u64;
+    let parts = plan_parts(memory_mib);
+    let (bucket, prefix) = sc.evidence()?;
+    let key = sc.key(&prefix, "memory.lime");
+    let plan_key = sc.key(&prefix, "memory.upload-plan");
+
+    let upload_id = match super::record(STEP, status).upload_id.clone() {
+        Some(id) => id,
+        None => {
+            sc.check_bucket(&bucket).await?;
+            let store = &sc.aws.store;
+            let existing = store.find_multipart_upload(&bucket, &key).await.map_err(|e| StepError::aws(e, &instance_id, "UploadFailed"))?;
+            let id = match existing {
+                Some(id) => id,
+                None => store.create_multipart_upload(&bucket, &key).await.map_err(|e| StepError::aws(e, &instance_id, "UploadFailed"))?,
+            };
+            let record = super::record(STEP, status);
+            record.upload_id = Some(id.clone());
+            record.part_size_bytes = Some(parts.part_size as i64);
+            writer.save(status).await?;
+            id
+        }
+    };
+
+    let command_id = match super::record(STEP, status).command_id.clone() {
+        Some(id) => id,
+        None => {
+            let comment = sc.command_comment(STEP);
+            let found = sc.aws.ssm.find_command(&instance_id, &comment).await.map_err(|e| StepError::aws(e, &instance_id, "CommandFailed"))?;
+            let id = match found {
+                Some(id) => id,
+                None => {
+                    let lines = prepare_command(sc, &bucket, &key, &plan_key, &upload_id, parts, memory_mib, (&avml_bucket, &avml_key, &avml_sha256)).await?;
+                    sc.aws
+                        .ssm
+                        .send_shell(ShellCommand {
+                            instance_id: &instance_id,
+                            comment: &comment,
+                            lines,
+                            execution_timeout_seconds: execution_timeout(memory_mib),
+                            delivery_timeout_seconds: sc.ctx.config.command_delivery_timeout_seconds,
+                        })
+                        .await
+                        .map_err(|e| send_error(e, &instance_id))?
+                }
+            };
+            super::record(STEP, status).command_id = Some(id.clone());
+            writer.save(status).await?;
+            id
+        }
+    };
+
+    let invocation = sc.aws.ssm.invocation(&command_id, &instance_id).await.map_err(|e| StepError::aws(e, &instance_id, "CommandFailed"))?;
+    let stdout = match &invocation {
+        Invocation::Running => return Ok(Progress::Wait(POLL)),
+        Invocation::Succeeded { stdout } => stdout.clone(),
+        other => return Err(invocation_failure(STEP, &instance_id, &command_id, other)),
+    };
+    let reported = acquisition::result(&stdout, "memory").ok_or_else(|| {
+        StepError::failed("MissingResult", format!("instance {instance_id}: memory command {command_id} reported no result"))
+    })?;
+    let sha256 = reported.get("sha256").cloned().unwrap_or_default();
+    let bytes: i64 = reported.get("bytes").and_then(|b| b.parse().ok()).unwrap_or(-1);
+    let part_count: i32 = reported.get("parts").and_then(|p| p.parse().ok()).unwrap_or(-1);
+    complete_upload(sc, &bucket, &key, &upload_id, bytes, part_count).await?;
+    upsert_artifact(
+        status,
+        Artifact {
+            name: "memory".into(),
+            kind: ArtifactType::MemoryImage,
+            uri: format!("s3://{bucket}/{key}"),
+            sha256: Some(sha256),
+            size_bytes: Some(bytes),
+            created_at: Some(now()),
+            state: "Available".into(),
+            source_volume_id: None,
+        },
+    );
+    super::end(STEP, status, StepState::Succeeded, None, None);
+    Ok(Progress::Continue)
+}
+
+/// Presigns the AVML download, every part and the plan; writes the plan; returns the command lines.
+#[allow(clippy::too_many_arguments)]
+async fn prepare_command(
+    sc: &StepContext<'_>,
+    bucket: &str,
+    key: &str,
+    plan_key: &str,
+    upload_id: &str,
+    parts: acquisition::PartPlan,
+    memory_mib: u64,
+    (avml_bucket, avml_key, avml_sha256): (&str, &str, &str),
+) -> Result<Vec<String>, StepError> {
+    let instance_id = sc.instance_id();
+    let mut requests = vec![
+        Presign::Get { bucket: avml_bucket.into(), key: avml_key.into() },
+        Presign::Get { bucket: bucket.into(), key: plan_key.into() },
+    ];
+    requests.extend((1..=parts.part_count as i32).map(|n| Presign::UploadPart {
+        bucket: bucket.into(),
+        key: key.into(),
+        upload_id: upload_id.into(),
+        part_number: n,
+    }));
+    let urls = sc
+        .aws
+        .store
+        .presign(&requests, url_ttl(memory_mib), &format!("fc-{}-memory", &sc.uid[..8.min(sc.uid.len())]))
+        .await
+        .map_err(|e| StepError::aws(e, instance_id, "PresignFailed"))?;
+    let plan = acquisition::upload_plan(parts.part_size, &urls[2..]);
+    sc.aws
+        .store
+        .put_object(bucket, plan_key, plan.into_bytes(), "text/plain")
+        .await
+        .map_err(|e| StepError::aws(e, instance_id, "UploadFailed"))?;
+    acquisition::command_lines(
+        acquisition::MEMORY_SCRIPT,
+        &[
+            ("FC_AVML_URL", &urls[0]),
+            ("FC_AVML_SHA256", avml_sha256),
+            ("FC_AVML_ARGS", &sc.ctx.config.avml_args),
+            ("FC_PLAN_URL", &urls[1]),
+        ],
+    )
+    .map_err(|e| StepError::failed("InvalidCommand", e.to_string()))
+}
+
+/// Checks that S3 holds exactly the parts the instance reported, then completes the upload. After a restart
+/// the upload may already be complete: then the object's size is what is checked.
+async fn complete_upload(sc: &StepContext<'_>, bucket: &str, key: &str, upload_id: &str, bytes: i64, part_count: i32) -> Result<(), StepError> {
+    let instance_id = sc.instance_id();
+    let store = &sc.aws.store;
+    let uri = format!("s3://{bucket}/{key}");
+    match store.list_parts(bucket, key, upload_id).await.map_err(|e| StepError::aws(e, instance_id, "UploadFailed"))? {
+        Some(mut uploaded) => {
+            uploaded.sort_by_key(|p| p.part_number);
+            let numbers: Vec<i32> = uploaded.iter().map(|p| p.part_number).collect();
+            let total: i64 = uploaded.iter().map(|p| p.size).sum();
+            let contiguous = numbers.iter().copied().eq(1..=part_count);
+            if !contiguous || total != bytes {
+                return Err(StepError::failed(
+                    "UploadIncomplete",
+                    format!(
+                        "{uri} from instance {instance_id}: the instance reported {part_count} parts / {bytes} bytes, S3 holds parts {numbers:?} / {total} bytes"
+                    ),
+                ));
+            }
+            store.complete_multipart_upload(bucket, key, upload_id, &uploaded).await.map_err(|e| StepError::aws(e, instance_id, "UploadFailed"))?;
+        }
+        None => {}
+    }
+    let size = store.object_size(bucket, key).await.map_err(|e| StepError::aws(e, instance_id, "UploadFailed"))?;
+    if size != Some(bytes) {
+        return Err(StepError::failed(
+            "UploadIncomplete",
+            format!("{uri} from instance {instance_id}: expected {bytes} bytes, S3 holds {size:?}"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_lifetime_grows_with_memory_but_stays_within_an_hour() {
+        assert_eq!(url_ttl(512), Duration::from_secs(960));
+        assert_eq!(url_ttl(1024 * 1024), MAX_URL_TTL);
+    }
+
+    #[test]
+    fn execution_timeout_stays_within_ssm_limits() {
+        assert_eq!(execution_timeout(1024), 720);
+        assert_eq!(execution_timeout(24 * 1024 * 1024), 172_800);
+    }
+}

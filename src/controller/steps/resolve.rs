@@ -1,0 +1,111 @@
+//! Resolve the target: which instance, where, what it is, and whether SSM can reach it.
+
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+
+use super::StepError;
+use crate::{
+    api::{ForensicCapture, TargetFacts},
+    aws::{ec2::Ec2Api, ssm::SsmApi},
+    controller::Context,
+};
+
+/// The instance ID in a Node's providerID: `aws:///eu-west-1a/i-0123456789abcdef0`.
+pub fn instance_from_provider_id(provider_id: &str) -> Option<(Option<String>, String)> {
+    let rest = provider_id.strip_prefix("aws://")?;
+    let mut parts = rest.trim_start_matches('/').split('/');
+    let (zone, id) = match (parts.next(), parts.next()) {
+        (Some(zone), Some(id)) => (Some(zone.to_string()).filter(|z| !z.is_empty()), id),
+        (Some(id), None) => (None, id),
+        _ => return None,
+    };
+    id.starts_with("i-").then(|| (zone, id.to_string()))
+}
+
+/// Region of an availability zone (`eu-west-1a` -> `eu-west-1`).
+fn region_of_zone(zone: &str) -> String {
+    zone.trim_end_matches(|c: char| c.is_ascii_lowercase()).to_string()
+}
+
+pub async fn resolve(ctx: &Context, capture: &ForensicCapture) -> Result<TargetFacts, StepError> {
+    let target = &capture.spec.target;
+    let (instance_id, zone_region, node_name) = match (&target.instance_id, &target.node_name) {
+        (Some(id), _) => (id.clone(), None, None),
+        (None, Some(node)) => {
+            let nodes: Api<Node> = Api::all(ctx.client.clone());
+            let found = nodes.get_opt(node).await?.ok_or_else(|| StepError::Abort {
+                reason: "NodeNotFound".into(),
+                message: format!("Node {node} does not exist in this cluster"),
+            })?;
+            let provider_id = found.spec.and_then(|s| s.provider_id).unwrap_or_default();
+            let (zone, id) = instance_from_provider_id(&provider_id).ok_or_else(|| StepError::Abort {
+                reason: "NodeNotOnEc2".into(),
+                message: format!("Node {node} has providerID {provider_id:?}, not an EC2 instance (aws:///<zone>/<instance-id>)"),
+            })?;
+            (id, zone.map(|z| region_of_zone(&z)), Some(node.clone()))
+        }
+        (None, None) => {
+            return Err(StepError::Abort { reason: "InvalidTarget".into(), message: "spec.target names no instance".into() });
+        }
+    };
+    let region = target.region.clone().or(zone_region).unwrap_or_else(|| ctx.default_region());
+    let aws = ctx.aws(&region);
+    let info = aws
+        .ec2
+        .describe_instance(&instance_id)
+        .await
+        .map_err(|e| StepError::aws(e, &instance_id, "TargetLookupFailed"))?
+        .ok_or_else(|| StepError::Abort {
+            reason: "InstanceNotFound".into(),
+            message: format!("instance {instance_id} not found in region {region} (ec2:DescribeInstances)"),
+        })?;
+    if matches!(info.state.as_str(), "terminated" | "shutting-down") {
+        return Err(StepError::Abort {
+            reason: "InstanceTerminated".into(),
+            message: format!("instance {instance_id} in {region} is {}: nothing left to capture or contain", info.state),
+        });
+    }
+    let memory_mib = match &info.instance_type {
+        Some(t) => aws.ec2.instance_type_memory_mib(t).await.map_err(|e| StepError::aws(e, &instance_id, "TargetLookupFailed"))?,
+        None => None,
+    };
+    let ssm_managed = match aws.ssm.agent_online(&instance_id).await {
+        Ok(online) => online,
+        Err(e) if e.is_retryable() => return Err(StepError::Retry(format!("instance {instance_id}: {e}"))),
+        Err(e) => {
+            // Without SSM the evidence steps that need it are skipped; disk and isolation still run.
+            tracing::warn!(instance = %instance_id, error = %e, "cannot ask SSM whether the instance is managed");
+            false
+        }
+    };
+    Ok(TargetFacts {
+        instance_id,
+        account_id: info.owner_id,
+        region,
+        availability_zone: info.availability_zone,
+        vpc_id: info.vpc_id,
+        architecture: info.architecture,
+        platform: Some(info.platform),
+        instance_type: info.instance_type,
+        memory_mib,
+        state: Some(info.state),
+        ssm_managed: Some(ssm_managed),
+        node_name,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_ids_name_the_instance_and_zone() {
+        assert_eq!(
+            instance_from_provider_id("aws:///eu-west-1a/i-0123456789abcdef0"),
+            Some((Some("eu-west-1a".into()), "i-0123456789abcdef0".into()))
+        );
+        assert_eq!(instance_from_provider_id("gce://p/z/n"), None);
+        assert_eq!(instance_from_provider_id("aws:///eu-west-1a/not-an-instance"), None);
+        assert_eq!(region_of_zone("eu-west-1a"), "eu-west-1");
+    }
+}

@@ -1,0 +1,272 @@
+//! Exhaustive planner tests from minimal fixtures: every phase, every failure policy, resuming from every
+//! recorded status.
+
+use super::*;
+use crate::api::{Phase, StepRecord, StepState, TargetFacts};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+fn spec(yaml: &str) -> ForensicCaptureSpec {
+    serde_yaml::from_str(yaml).expect("fixture spec")
+}
+
+fn full() -> ForensicCaptureSpec {
+    spec("caseId: INC-1\ntarget: {instanceId: i-0123456789abcdef0}\n")
+}
+
+struct Fixture(ForensicCaptureStatus);
+
+impl Fixture {
+    fn new() -> Self {
+        Fixture(ForensicCaptureStatus::default())
+    }
+    fn resolved(mut self, state: &str, managed: bool) -> Self {
+        self.0.target = Some(TargetFacts {
+            instance_id: "i-0123456789abcdef0".into(),
+            region: "eu-west-1".into(),
+            state: Some(state.into()),
+            ssm_managed: Some(managed),
+            ..Default::default()
+        });
+        self
+    }
+    fn step(mut self, step: Step, state: StepState, reason: Option<&str>) -> Self {
+        *step.record_mut(&mut self.0) =
+            Some(StepRecord { state, reason: reason.map(String::from), message: reason.map(|r| format!("because {r}")), ..Default::default() });
+        self
+    }
+    fn done(self, step: Step) -> Self {
+        self.step(step, StepState::Succeeded, None)
+    }
+    fn completed(mut self) -> Self {
+        self.0.completed_at = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        self
+    }
+}
+
+fn locked() -> Situation {
+    Situation { lock_held: true, deleting: false }
+}
+
+fn run(step: Step) -> Action {
+    Action::Run(step)
+}
+
+fn skip_reason(action: &Action) -> Option<(Step, &'static str)> {
+    match action {
+        Action::Skip { step, reason, .. } => Some((*step, *reason)),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_new_capture_resolves_its_target_first() {
+    assert_eq!(next_action(&full(), &Fixture::new().0, &Situation::default()), Action::ResolveTarget);
+}
+
+#[test]
+fn no_step_starts_without_the_instance_lock() {
+    let status = Fixture::new().resolved("running", true).0;
+    assert_eq!(next_action(&full(), &status, &Situation::default()), Action::AcquireLock);
+}
+
+#[test]
+fn the_full_flow_runs_volatile_memory_disk_isolation_in_order() {
+    let spec = full();
+    let mut f = Fixture::new().resolved("running", true);
+    for step in Step::ALL {
+        assert_eq!(next_action(&spec, &f.0, &locked()), run(step));
+        f = f.step(step, StepState::Running, None);
+        assert_eq!(next_action(&spec, &f.0, &locked()), run(step), "a running {step:?} step is resumed");
+        f = f.done(step);
+    }
+    assert_eq!(next_action(&spec, &f.0, &locked()), Action::Finish);
+    assert_eq!(next_action(&spec, &f.completed().0, &locked()), Action::Nothing);
+}
+
+#[test]
+fn isolation_never_precedes_a_pending_evidence_step() {
+    let spec = full();
+    for unfinished in [Step::Volatile, Step::Memory, Step::Disk] {
+        for state in [None, Some(StepState::Running)] {
+            let mut f = Fixture::new().resolved("running", true);
+            for step in [Step::Volatile, Step::Memory, Step::Disk] {
+                if step != unfinished {
+                    f = f.done(step);
+                }
+            }
+            if let Some(s) = state {
+                f = f.step(unfinished, s, None);
+            }
+            let action = next_action(&spec, &f.0, &locked());
+            assert_ne!(action, run(Step::Isolation), "{unfinished:?} in {state:?}");
+        }
+    }
+}
+
+#[test]
+fn disabled_steps_are_not_run() {
+    let spec = spec("caseId: C\ntarget: {instanceId: i-0123456789abcdef0}\nmemory: {enabled: false}\nvolatile: {enabled: false}\n");
+    let f = Fixture::new().resolved("running", true);
+    assert_eq!(next_action(&spec, &f.0, &locked()), run(Step::Disk));
+    let only_isolation = self::spec(
+        "caseId: C\ntarget: {instanceId: i-0123456789abcdef0}\nmemory: {enabled: false}\nvolatile: {enabled: false}\ndisk: {enabled: false}\n",
+    );
+    assert_eq!(next_action(&only_isolation, &f.0, &locked()), run(Step::Isolation));
+    let nothing = self::spec(
+        "caseId: C\ntarget: {instanceId: i-0123456789abcdef0}\nmemory: {enabled: false}\nvolatile: {enabled: false}\ndisk: {enabled: false}\nisolation: {enabled: false}\n",
+    );
+    assert_eq!(next_action(&nothing, &Fixture::new().0, &Situation::default()), Action::Finish);
+}
+
+#[test]
+fn an_unmanaged_instance_skips_acquisition_but_gets_disk_and_isolation() {
+    let spec = full();
+    let mut f = Fixture::new().resolved("running", false);
+    for step in [Step::Volatile, Step::Memory] {
+        let action = next_action(&spec, &f.0, &locked());
+        assert_eq!(skip_reason(&action), Some((step, reasons::NOT_SSM_MANAGED)));
+        f = f.step(step, StepState::Skipped, Some(reasons::NOT_SSM_MANAGED));
+    }
+    assert_eq!(next_action(&spec, &f.0, &locked()), run(Step::Disk));
+    f = f.done(Step::Disk);
+    assert_eq!(next_action(&spec, &f.0, &locked()), run(Step::Isolation), "default policy Isolate");
+}
+
+#[test]
+fn a_stopped_instance_skips_acquisition_as_not_running() {
+    let f = Fixture::new().resolved("stopped", true);
+    let action = next_action(&full(), &f.0, &locked());
+    assert_eq!(skip_reason(&action), Some((Step::Volatile, reasons::INSTANCE_NOT_RUNNING)));
+    match action {
+        Action::Skip { message, .. } => assert!(message.contains("i-0123456789abcdef0") && message.contains("stopped")),
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn hold_policy_keeps_a_failed_acquisition_unisolated() {
+    let hold = spec("caseId: C\ntarget: {instanceId: i-0123456789abcdef0}\nisolation: {onAcquisitionFailure: Hold}\n");
+    for failed in [Step::Volatile, Step::Memory] {
+        for state in [StepState::Failed, StepState::Skipped] {
+            let mut f = Fixture::new().resolved("running", true);
+            for step in [Step::Volatile, Step::Memory, Step::Disk] {
+                f = if step == failed { f.step(step, state, Some("CommandFailed")) } else { f.done(step) };
+            }
+            let action = next_action(&hold, &f.0, &locked());
+            assert_eq!(skip_reason(&action), Some((Step::Isolation, reasons::HELD_AFTER_ACQUISITION_FAILURE)), "{failed:?} {state:?}");
+            assert_eq!(next_action(&full(), &f.0, &locked()), run(Step::Isolation), "Isolate policy isolates anyway");
+        }
+    }
+}
+
+#[test]
+fn hold_policy_isolates_when_acquisition_succeeded_and_disk_failed() {
+    let hold = spec("caseId: C\ntarget: {instanceId: i-0123456789abcdef0}\nisolation: {onAcquisitionFailure: Hold}\n");
+    let f = Fixture::new().resolved("running", true).done(Step::Volatile).done(Step::Memory).step(Step::Disk, StepState::Failed, Some("SnapshotFailed"));
+    assert_eq!(next_action(&hold, &f.0, &locked()), run(Step::Isolation));
+}
+
+#[test]
+fn a_failed_step_does_not_stop_later_steps() {
+    let f = Fixture::new().resolved("running", true).step(Step::Volatile, StepState::Failed, Some("CommandTimedOut"));
+    assert_eq!(next_action(&full(), &f.0, &locked()), run(Step::Memory));
+}
+
+#[test]
+fn deleting_drains_running_steps_and_starts_none() {
+    let deleting = Situation { lock_held: true, deleting: true };
+    let f = Fixture::new().resolved("running", true).done(Step::Volatile).step(Step::Memory, StepState::Running, None);
+    assert_eq!(next_action(&full(), &f.0, &deleting), run(Step::Memory));
+    let f = f.done(Step::Memory);
+    let action = next_action(&full(), &f.0, &deleting);
+    assert_eq!(skip_reason(&action), Some((Step::Disk, reasons::CAPTURE_DELETED)));
+    let unresolved = next_action(&full(), &Fixture::new().0, &Situation { lock_held: false, deleting: true });
+    assert_eq!(skip_reason(&unresolved), Some((Step::Volatile, reasons::CAPTURE_DELETED)));
+}
+
+#[test]
+fn resuming_from_every_recorded_status_continues_at_the_first_unfinished_step() {
+    let spec = full();
+    let states = [None, Some(StepState::Running), Some(StepState::Succeeded), Some(StepState::Failed), Some(StepState::Skipped)];
+    let mut checked = 0;
+    for v in states {
+        for m in states {
+            for d in states {
+                for i in states {
+                    let mut f = Fixture::new().resolved("running", true);
+                    for (step, state) in [(Step::Volatile, v), (Step::Memory, m), (Step::Disk, d), (Step::Isolation, i)] {
+                        if let Some(s) = state {
+                            f = f.step(step, s, Some("R"));
+                        }
+                    }
+                    let action = next_action(&spec, &f.0, &locked());
+                    let first_open = [(Step::Volatile, v), (Step::Memory, m), (Step::Disk, d), (Step::Isolation, i)]
+                        .into_iter()
+                        .find(|(_, s)| !s.is_some_and(StepState::is_terminal));
+                    match first_open {
+                        None => assert_eq!(action, Action::Finish),
+                        Some((step, _)) => assert_eq!(action, run(step), "v={v:?} m={m:?} d={d:?} i={i:?}"),
+                    }
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 625);
+}
+
+#[test]
+fn phase_moves_forward_through_the_flow() {
+    let spec = full();
+    let mut f = Fixture::new();
+    let mut phases = vec![derive(&spec, &f.0, None).1];
+    f = f.resolved("running", true).step(Step::Volatile, StepState::Running, None);
+    phases.push(derive(&spec, &f.0, None).1);
+    f = f.done(Step::Volatile).done(Step::Memory).done(Step::Disk);
+    phases.push(derive(&spec, &f.0, None).1);
+    f = f.done(Step::Isolation);
+    phases.push(derive(&spec, &f.0, None).1);
+    f = f.completed();
+    phases.push(derive(&spec, &f.0, None).1);
+    assert_eq!(phases, vec![Phase::Pending, Phase::Acquiring, Phase::Snapshotted, Phase::Isolated, Phase::Isolated]);
+}
+
+#[test]
+fn a_capture_without_isolation_ends_completed() {
+    let spec = spec("caseId: C\ntarget: {instanceId: i-0123456789abcdef0}\nisolation: {enabled: false}\n");
+    let f = Fixture::new().resolved("running", true).done(Step::Volatile).done(Step::Memory).done(Step::Disk).completed();
+    let (conditions, phase) = derive(&spec, &f.0, None);
+    assert_eq!(phase, Phase::Completed);
+    let ready = conditions.iter().find(|c| c.type_ == READY).unwrap();
+    assert!(ready.status);
+    let isolated = conditions.iter().find(|c| c.type_ == ISOLATED).unwrap();
+    assert_eq!((isolated.status, isolated.reason.as_str()), (false, "NotRequested"));
+}
+
+#[test]
+fn a_failure_names_its_reason_in_failed_ready_and_its_group() {
+    let f = Fixture::new()
+        .resolved("running", false)
+        .step(Step::Volatile, StepState::Skipped, Some("NotSsmManaged"))
+        .step(Step::Memory, StepState::Skipped, Some("NotSsmManaged"))
+        .done(Step::Disk)
+        .done(Step::Isolation)
+        .completed();
+    let (conditions, phase) = derive(&full(), &f.0, None);
+    let by = |t: &str| conditions.iter().find(|c| c.type_ == t).unwrap().clone();
+    assert_eq!(phase, Phase::Failed);
+    assert_eq!((by(FAILED).status, by(FAILED).reason.as_str()), (true, "NotSsmManaged"));
+    assert_eq!((by(READY).status, by(READY).reason.as_str()), (false, "NotSsmManaged"));
+    assert_eq!((by(ACQUIRED).status, by(ACQUIRED).reason.as_str()), (false, "NotSsmManaged"));
+    assert!(by(SNAPSHOTTED).status);
+    assert!(by(ISOLATED).status, "containment happened even though evidence is missing");
+}
+
+#[test]
+fn waiting_for_the_lock_shows_in_ready() {
+    let waiting = Waiting { reason: "WaitingForInstanceLock", message: "held by ns/other".into() };
+    let (conditions, phase) = derive(&full(), &Fixture::new().resolved("running", true).0, Some(&waiting));
+    let ready = conditions.iter().find(|c| c.type_ == READY).unwrap();
+    assert_eq!((ready.status, ready.reason.as_str(), ready.message.as_str()), (false, "WaitingForInstanceLock", "held by ns/other"));
+    assert_eq!(phase, Phase::Pending);
+}

@@ -1,0 +1,203 @@
+//! End to end on the proof environment: a real API server, moto, the SSM simulator running the real
+//! on-instance scripts, and the controller as a process.
+
+mod support;
+
+use std::{collections::BTreeSet, io::Read};
+
+use forensic_capture::api::{ArtifactType, ForensicCapture, Phase, StepState};
+use sha2::{Digest, Sha256};
+use support::fixtures::{CaptureEnv, capture_yaml, set_instance_memory};
+
+const MIB: u64 = 1024 * 1024;
+
+fn condition<'a>(capture: &'a ForensicCapture, type_: &str) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    capture.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == type_).unwrap_or_else(|| panic!("no {type_} condition"))
+}
+
+async fn download(s3: &aws_sdk_s3::Client, uri: &str) -> Vec<u8> {
+    let (bucket, key) = uri.strip_prefix("s3://").unwrap().split_once('/').unwrap();
+    s3.get_object().bucket(bucket).key(key).send().await.unwrap().body.collect().await.unwrap().to_vec()
+}
+
+/// Every SSM command sent to the instance, with its parameters.
+async fn commands_for(instance_id: &str) -> Vec<aws_sdk_ssm::types::Command> {
+    let ssm = support::stack().ssm().await;
+    ssm.list_commands().instance_id(instance_id).max_results(50).send().await.unwrap().commands().to_vec()
+}
+
+/// Files the commands left on the instance's disk areas (/tmp, /var/tmp in the sandbox).
+fn files_on_instance_disk(instance_id: &str) -> Vec<String> {
+    let disk = support::stack().ssm_state_dir().join("instances").join(instance_id).join("disk");
+    let mut found = Vec::new();
+    let mut stack = vec![disk];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(entry.path());
+            } else {
+                found.push(entry.path().display().to_string());
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn capture_of_a_two_volume_instance_reaches_isolated_with_every_artifact() {
+    let stack = support::stack();
+    let env = CaptureEnv::new("e2e").await;
+    let ec2 = stack.ec2().await;
+    let s3 = stack.s3().await;
+    let instance = support::run_instance(&ec2, 1, &[]).await;
+    let image_size = 20 * MIB + 12_345;
+    set_instance_memory(&instance.instance_id, image_size);
+    let _controller = env.start_controller("e2e");
+
+    env.apply(&capture_yaml("full", &instance.instance_id, "  isolation:\n    allowIngressCidrs: [203.0.113.7/32]\n")).await;
+    let capture = env.wait_completed("full").await;
+    let status = capture.status.clone().unwrap();
+    let uid = capture.metadata.uid.clone().unwrap();
+
+    assert_eq!(status.phase, Some(Phase::Isolated), "{status:#?}");
+    assert_eq!(condition(&capture, "Ready").status, "True");
+    for c in ["Acquired", "Snapshotted", "Isolated"] {
+        assert_eq!(condition(&capture, c).status, "True", "{c}");
+    }
+    assert_eq!(condition(&capture, "Failed").status, "False");
+    let target = status.target.as_ref().unwrap();
+    assert_eq!(target.vpc_id.as_deref(), Some(instance.vpc_id.as_str()));
+    assert_eq!(target.architecture.as_deref(), Some("x86_64"));
+    assert!(target.memory_mib.unwrap() > 0 && target.account_id.is_some() && target.availability_zone.is_some());
+
+    // Memory: several parts, SHA-256 in status equals a recomputation over the downloaded bytes.
+    let memory = status.artifacts.iter().find(|a| a.kind == ArtifactType::MemoryImage).expect("memory artifact");
+    let expected_key = format!("evidence/INC-4711/{}/{uid}/memory.lime", instance.instance_id);
+    assert_eq!(memory.uri, format!("s3://{}/{expected_key}", env.bucket));
+    let image = download(&s3, &memory.uri).await;
+    assert_eq!(image.len() as u64, image_size);
+    assert_eq!(memory.size_bytes, Some(image_size as i64));
+    assert_eq!(memory.sha256.as_deref(), Some(hex::encode(Sha256::digest(&image)).as_str()));
+    assert_eq!(&image[..4], &0x4C69_4D45u32.to_le_bytes(), "a LiME image");
+    let head = s3.head_object().bucket(&env.bucket).key(&expected_key).send().await.unwrap();
+    let etag = head.e_tag().unwrap().trim_matches('"').to_string();
+    let parts: u32 = etag.rsplit_once('-').map(|(_, n)| n.parse().unwrap()).expect("a multipart ETag");
+    assert!(parts >= 3, "image of {image_size} bytes in {parts} parts");
+
+    // Volatile data: every section is in the archive, and its hash matches the status.
+    let volatile = status.artifacts.iter().find(|a| a.kind == ArtifactType::VolatileData).expect("volatile artifact");
+    let archive = download(&s3, &volatile.uri).await;
+    assert_eq!(volatile.sha256.as_deref(), Some(hex::encode(Sha256::digest(&archive)).as_str()));
+    let mut entries = BTreeSet::new();
+    let mut index = String::new();
+    let mut tar = tar_entries(&archive);
+    for (path, body) in tar.drain(..) {
+        if path == "volatile/index.json" {
+            index = String::from_utf8(body).unwrap();
+        }
+        entries.insert(path);
+    }
+    for section in [
+        "processes.txt",
+        "process-executables.tsv",
+        "deleted-executables.tsv",
+        "sockets.txt",
+        "listening-open-files.txt",
+        "kernel-modules.txt",
+        "logins.txt",
+        "users.txt",
+        "persistence.txt",
+        "recent-temp-files.tsv",
+        "shell-histories.txt",
+    ] {
+        assert!(entries.contains(&format!("volatile/{section}")), "{section} missing from {entries:?}");
+        assert!(index.contains(&format!("\"section\":\"{section}\"")), "{section} missing from index");
+    }
+    let symbols = status.artifacts.iter().find(|a| a.kind == ArtifactType::KernelSymbols).expect("symbols artifact");
+    let symbol_entries: Vec<String> = tar_entries(&download(&s3, &symbols.uri).await).into_iter().map(|(p, _)| p).collect();
+    assert!(symbol_entries.contains(&"symbols/uname.txt".to_string()), "{symbol_entries:?}");
+
+    // Disk: two snapshots carrying the capture UID tag, both listed as artifacts.
+    let snapshots = ec2
+        .describe_snapshots()
+        .filters(aws_sdk_ec2::types::Filter::builder().name("tag:forensic-capture.dev/capture-uid").values(&uid).build())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(snapshots.snapshots().len(), 2);
+    let snapshot_artifacts = status.artifacts.iter().filter(|a| a.kind == ArtifactType::EbsSnapshot).count();
+    assert_eq!(snapshot_artifacts, 2);
+
+    // Isolation: every interface has only the isolation group; no egress; ingress from the responder only.
+    let group_id = status.isolation.as_ref().unwrap().security_group_id.clone().unwrap();
+    let described = ec2.describe_instances().instance_ids(&instance.instance_id).send().await.unwrap();
+    for eni in described.reservations()[0].instances()[0].network_interfaces() {
+        let groups: Vec<&str> = eni.groups().iter().filter_map(|g| g.group_id()).collect();
+        assert_eq!(groups, vec![group_id.as_str()]);
+    }
+    assert!(!status.isolation.as_ref().unwrap().previous.is_empty(), "prior groups recorded");
+    let group = ec2.describe_security_groups().group_ids(&group_id).send().await.unwrap();
+    let group = &group.security_groups()[0];
+    assert!(group.ip_permissions_egress().is_empty(), "no egress");
+    let ingress: Vec<&str> = group.ip_permissions().iter().flat_map(|p| p.ip_ranges()).filter_map(|r| r.cidr_ip()).collect();
+    assert_eq!(ingress, vec!["203.0.113.7/32"]);
+
+    // Status lists every artifact.
+    assert_eq!(status.artifacts.len(), 5, "{:#?}", status.artifacts);
+
+    // No credentials in any SSM command text, and nothing written to the instance's disks.
+    let commands = commands_for(&instance.instance_id).await;
+    assert_eq!(commands.len(), 2, "one command for volatile data, one for memory");
+    for command in &commands {
+        let text = format!("{:?}", command.parameters());
+        for secret in [stack.var("AWS_ACCESS_KEY_ID"), stack.var("AWS_SECRET_ACCESS_KEY")] {
+            assert!(!text.contains(secret), "command {:?} contains a credential", command.command_id());
+        }
+        assert!(!text.contains("X-Amz-Credential=AKIA"), "URLs are signed by a scoped session, not long-term keys");
+    }
+    assert_eq!(files_on_instance_disk(&instance.instance_id), Vec::<String>::new());
+}
+
+/// (path, contents) of each regular file in a .tar.gz.
+fn tar_entries(archive: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let dir = tempdir();
+    let file = dir.join("a.tar.gz");
+    std::fs::write(&file, archive).unwrap();
+    let out = dir.join("x");
+    std::fs::create_dir_all(&out).unwrap();
+    let ok = std::process::Command::new("tar").arg("-xzf").arg(&file).arg("-C").arg(&out).status().unwrap().success();
+    assert!(ok, "archive extracts");
+    let mut entries = Vec::new();
+    let mut pending = vec![out.clone()];
+    while let Some(d) = pending.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                pending.push(e.path());
+            } else {
+                let mut body = Vec::new();
+                std::fs::File::open(e.path()).unwrap().read_to_end(&mut body).unwrap();
+                entries.push((e.path().strip_prefix(&out).unwrap().display().to_string(), body));
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    entries
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(support::unique("fc-test"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn step_state(capture: &ForensicCapture, step: &str) -> (StepState, Option<String>, Option<String>) {
+    let steps = &capture.status.as_ref().unwrap().steps;
+    let r = match step {
+        "volatile" => steps.volatile.as_ref(),
+        "memory" => steps.memory.as_ref(),
+        "disk" => steps.disk.as_ref(),
+        _ => steps.isolation.as_ref(),
+    }
+    .unwrap_or_else(|| panic!("no {step} record"));
+    (r.state, r.reason.clone(), r.message.clone())
+}

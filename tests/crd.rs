@@ -1,0 +1,95 @@
+//! The CRD: generated from the Rust types, committed, and enforced by the real API server at apply time.
+
+mod support;
+
+use kube::api::{Patch, PatchParams, PostParams};
+use serde_json::json;
+
+#[test]
+fn committed_crd_matches_the_generated_one() {
+    let committed = std::fs::read_to_string(support::repo_root().join("crds/forensic-capture.dev_forensiccaptures.yaml")).unwrap();
+    let generated = forensic_capture::crd::yaml();
+    assert!(committed == generated, "crds/ is stale: run `cargo run -- crd > crds/forensic-capture.dev_forensiccaptures.yaml`");
+}
+
+async fn setup() -> (kube::Api<forensic_capture::api::ForensicCapture>, String) {
+    let client = support::stack().kube().await;
+    support::fixtures::install_crd(&client).await;
+    let ns = support::namespace(&client, "crd").await;
+    (kube::Api::namespaced(client, &ns), ns)
+}
+
+fn object(name: &str, spec: serde_json::Value) -> forensic_capture::api::ForensicCapture {
+    serde_json::from_value(json!({
+        "apiVersion": "forensic-capture.dev/v1alpha1",
+        "kind": "ForensicCapture",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+async fn rejected(api: &kube::Api<forensic_capture::api::ForensicCapture>, name: &str, spec: serde_json::Value) -> String {
+    match api.create(&PostParams::default(), &object(name, spec)).await {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 422, "{status:?}");
+            status.message
+        }
+        other => panic!("{name} should be rejected at apply time, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn invalid_specs_are_rejected_with_a_specific_message() {
+    let (api, _) = setup().await;
+    let msg = rejected(&api, "bad-id", json!({"caseId": "C", "target": {"instanceId": "i-xyz"}})).await;
+    assert!(msg.contains("spec.target.instanceId"), "{msg}");
+    let msg = rejected(&api, "both", json!({"caseId": "C", "target": {"instanceId": "i-0123456789abcdef0", "nodeName": "n"}})).await;
+    assert!(msg.contains("exactly one of target.instanceId and target.nodeName"), "{msg}");
+    let msg = rejected(&api, "neither", json!({"caseId": "C", "target": {}})).await;
+    assert!(msg.contains("exactly one"), "{msg}");
+    let msg = rejected(&api, "case", json!({"caseId": "../etc", "target": {"instanceId": "i-0123456789abcdef0"}})).await;
+    assert!(msg.contains("spec.caseId"), "{msg}");
+    let msg = rejected(&api, "nocase", json!({"target": {"instanceId": "i-0123456789abcdef0"}})).await;
+    assert!(msg.contains("caseId"), "{msg}");
+    for cidr in ["203.0.113.7", "300.1.1.1/32", "10.0.0.1/8"] {
+        let msg = rejected(
+            &api,
+            "cidr",
+            json!({"caseId": "C", "target": {"instanceId": "i-0123456789abcdef0"}, "isolation": {"allowIngressCidrs": [cidr]}}),
+        )
+        .await;
+        assert!(msg.contains("CIDR"), "{cidr}: {msg}");
+    }
+}
+
+#[tokio::test]
+async fn a_valid_spec_is_accepted_with_defaults_and_is_then_immutable() {
+    let (api, _) = setup().await;
+    let created = api
+        .create(
+            &PostParams::default(),
+            &object("ok", json!({"caseId": "INC-4711", "target": {"instanceId": "i-0123456789abcdef0"}, "isolation": {"allowIngressCidrs": ["203.0.113.7/32", "2001:db8::/32"]}})),
+        )
+        .await
+        .expect("valid spec accepted");
+    assert!(created.spec.memory.enabled && created.spec.volatile.enabled && created.spec.disk.enabled);
+    let change = api
+        .patch("ok", &PatchParams::default(), &Patch::Merge(json!({"spec": {"caseId": "OTHER"}})))
+        .await;
+    match change {
+        Err(kube::Error::Api(status)) => assert!(status.message.contains("spec is immutable"), "{}", status.message),
+        other => panic!("spec change should be refused, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn printer_columns_are_served() {
+    let client = support::stack().kube().await;
+    support::fixtures::install_crd(&client).await;
+    let crds: kube::Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> = kube::Api::all(client);
+    let crd = crds.get("forensiccaptures.forensic-capture.dev").await.unwrap();
+    let columns: Vec<String> = crd.spec.versions[0].additional_printer_columns.as_ref().unwrap().iter().map(|c| c.name.clone()).collect();
+    assert_eq!(columns, vec!["Phase", "Instance", "Case", "Ready", "Reason", "Age"]);
+    assert_eq!(crd.spec.names.short_names, Some(vec!["fc".to_string()]));
+}

@@ -1,0 +1,189 @@
+//! The SSM Run Command simulator through aws-sdk-ssm: commands really run, with the service's statuses,
+//! timeouts, truncation and the InvocationDoesNotExist window.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_ssm::{
+    operation::get_command_invocation::{GetCommandInvocationError, GetCommandInvocationOutput},
+    types::CommandInvocationStatus,
+};
+
+async fn send(ssm: &aws_sdk_ssm::Client, instance_id: &str, commands: &[&str], execution_timeout: Option<u32>) -> String {
+    let mut request = ssm
+        .send_command()
+        .document_name("AWS-RunShellScript")
+        .instance_ids(instance_id)
+        .parameters("commands", commands.iter().map(|c| c.to_string()).collect());
+    if let Some(t) = execution_timeout {
+        request = request.parameters("executionTimeout", vec![t.to_string()]);
+    }
+    let sent = request.send().await.expect("SendCommand");
+    sent.command().unwrap().command_id().unwrap().to_string()
+}
+
+/// Polls like a careful client: InvocationDoesNotExist right after SendCommand is retried, not fatal.
+async fn wait_for_result(ssm: &aws_sdk_ssm::Client, command_id: &str, instance_id: &str) -> (GetCommandInvocationOutput, u32) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut not_yet = 0;
+    loop {
+        assert!(Instant::now() < deadline, "command {command_id} did not finish");
+        match ssm.get_command_invocation().command_id(command_id).instance_id(instance_id).send().await {
+            Ok(out) if !matches!(out.status(), Some(CommandInvocationStatus::Pending | CommandInvocationStatus::InProgress | CommandInvocationStatus::Delayed)) => {
+                return (out, not_yet);
+            }
+            Ok(_) => {}
+            Err(e) if matches!(e.as_service_error(), Some(GetCommandInvocationError::InvocationDoesNotExist(_))) => not_yet += 1,
+            Err(e) => panic!("GetCommandInvocation: {e:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn online_instance() -> String {
+    support::run_instance(&support::stack().ec2().await, 0, &[]).await.instance_id
+}
+
+#[tokio::test]
+async fn echo_succeeds_with_its_output() {
+    let ssm = support::stack().ssm().await;
+    let id = online_instance().await;
+    let command = send(&ssm, &id, &["echo hello from $(hostname)", "echo to-stderr >&2"], None).await;
+    let (result, _) = wait_for_result(&ssm, &command, &id).await;
+    assert_eq!(result.status(), Some(&CommandInvocationStatus::Success));
+    assert_eq!(result.response_code(), 0);
+    assert_eq!(result.standard_output_content(), Some(format!("hello from {id}\n").as_str()));
+    assert_eq!(result.standard_error_content(), Some("to-stderr\n"));
+}
+
+#[tokio::test]
+async fn nonzero_exit_is_failed_with_its_response_code() {
+    let ssm = support::stack().ssm().await;
+    let id = online_instance().await;
+    let command = send(&ssm, &id, &["echo partial", "exit 3"], None).await;
+    let (result, _) = wait_for_result(&ssm, &command, &id).await;
+    assert_eq!(result.status(), Some(&CommandInvocationStatus::Failed));
+    assert_eq!(result.response_code(), 3);
+    assert_eq!(result.standard_output_content(), Some("partial\n"));
+}
+
+#[tokio::test]
+async fn command_past_its_execution_timeout_is_timed_out() {
+    let ssm = support::stack().ssm().await;
+    let id = online_instance().await;
+    let started = Instant::now();
+    let command = send(&ssm, &id, &["sleep 60"], Some(1)).await;
+    let (result, _) = wait_for_result(&ssm, &command, &id).await;
+    assert_eq!(result.status(), Some(&CommandInvocationStatus::TimedOut));
+    assert_eq!(result.status_details(), Some("ExecutionTimedOut"));
+    assert!(started.elapsed() < Duration::from_secs(30), "the sleep was killed at the timeout");
+}
+
+#[tokio::test]
+async fn offline_instance_is_delivery_timed_out() {
+    let stack = support::stack();
+    let ssm = stack.ssm().await;
+    let id = support::run_instance(&stack.ec2().await, 0, &[("ssm-simulator:agent", "offline")]).await.instance_id;
+    let info = ssm
+        .describe_instance_information()
+        .filters(aws_sdk_ssm::types::InstanceInformationStringFilter::builder().key("InstanceIds").values(&id).build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(info.instance_information_list()[0].ping_status().map(|p| p.as_str()), Some("ConnectionLost"));
+    let command = ssm
+        .send_command()
+        .document_name("AWS-RunShellScript")
+        .instance_ids(&id)
+        .timeout_seconds(30)
+        .parameters("commands", vec!["touch /tmp/should-never-run".into()])
+        .send()
+        .await
+        .unwrap()
+        .command()
+        .unwrap()
+        .command_id()
+        .unwrap()
+        .to_string();
+    let (result, _) = wait_for_result(&ssm, &command, &id).await;
+    assert_eq!(result.status(), Some(&CommandInvocationStatus::TimedOut));
+    assert_eq!(result.status_details(), Some("DeliveryTimedOut"));
+    assert!(!stack.ssm_state_dir().join("instances").join(&id).join("disk/tmp/should-never-run").exists());
+}
+
+#[tokio::test]
+async fn unknown_and_unmanaged_instances_are_rejected_like_the_service() {
+    let stack = support::stack();
+    let ssm = stack.ssm().await;
+    let absent = support::run_instance(&stack.ec2().await, 0, &[("ssm-simulator:agent", "absent")]).await.instance_id;
+    for id in ["i-0123456789abcdef0", absent.as_str()] {
+        let err = ssm
+            .send_command()
+            .document_name("AWS-RunShellScript")
+            .instance_ids(id)
+            .parameters("commands", vec!["true".into()])
+            .send()
+            .await
+            .expect_err("not a managed node");
+        assert_eq!(err.as_service_error().and_then(|e| e.meta().code()), Some("InvalidInstanceId"), "{id}");
+    }
+}
+
+#[tokio::test]
+async fn stdout_is_truncated_at_24000_characters() {
+    let ssm = support::stack().ssm().await;
+    let id = online_instance().await;
+    let command = send(&ssm, &id, &["head -c 30000 /dev/zero | tr '\\0' x", "head -c 9000 /dev/zero | tr '\\0' y >&2"], None).await;
+    let (result, _) = wait_for_result(&ssm, &command, &id).await;
+    assert_eq!(result.status(), Some(&CommandInvocationStatus::Success));
+    assert_eq!(result.standard_output_content().unwrap().chars().count(), 24_000);
+    assert_eq!(result.standard_error_content().unwrap().chars().count(), 8_000);
+}
+
+#[tokio::test]
+async fn invocation_does_not_exist_right_after_send_then_appears() {
+    let ssm = support::stack().ssm().await;
+    let id = online_instance().await;
+    let command = send(&ssm, &id, &["echo ok"], None).await;
+    let immediate = ssm.get_command_invocation().command_id(&command).instance_id(&id).send().await;
+    let err = immediate.expect_err("the invocation is not visible yet");
+    assert!(matches!(err.as_service_error(), Some(GetCommandInvocationError::InvocationDoesNotExist(_))), "{err:?}");
+    let (result, not_yet) = wait_for_result(&ssm, &command, &id).await;
+    assert!(not_yet >= 1);
+    assert_eq!(result.status(), Some(&CommandInvocationStatus::Success));
+    assert_eq!(result.standard_output_content(), Some("ok\n"));
+}
+
+#[tokio::test]
+async fn cancel_stops_a_running_command_and_listings_show_it() {
+    let ssm = support::stack().ssm().await;
+    let id = online_instance().await;
+    let command = send(&ssm, &id, &["sleep 60"], None).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    ssm.cancel_command().command_id(&command).send().await.expect("CancelCommand");
+    let (result, _) = wait_for_result(&ssm, &command, &id).await;
+    assert_eq!(result.status(), Some(&CommandInvocationStatus::Cancelled));
+
+    let listed = ssm.list_commands().command_id(&command).send().await.unwrap();
+    let listed = &listed.commands()[0];
+    assert_eq!(listed.status().map(|s| s.as_str()), Some("Cancelled"));
+    assert_eq!(listed.parameters().unwrap()["commands"], vec!["sleep 60".to_string()]);
+    let invocations = ssm.list_command_invocations().command_id(&command).details(true).send().await.unwrap();
+    assert_eq!(invocations.command_invocations().len(), 1);
+    assert_eq!(invocations.command_invocations()[0].instance_id(), Some(id.as_str()));
+}
+
+#[tokio::test]
+async fn commands_cannot_write_outside_the_instance_sandbox() {
+    let stack = support::stack();
+    let ssm = stack.ssm().await;
+    let id = online_instance().await;
+    let command = send(&ssm, &id, &["echo on-disk > /tmp/marker", "touch /etc/forensic-capture-escape"], None).await;
+    let (result, _) = wait_for_result(&ssm, &command, &id).await;
+    assert_eq!(result.status(), Some(&CommandInvocationStatus::Failed), "the host root is read-only");
+    assert!(result.standard_error_content().unwrap().contains("Read-only file system"));
+    let marker = stack.ssm_state_dir().join("instances").join(&id).join("disk/tmp/marker");
+    assert_eq!(std::fs::read_to_string(marker).unwrap(), "on-disk\n", "/tmp is the instance's own disk");
+    assert!(!std::path::Path::new("/etc/forensic-capture-escape").exists());
+}
