@@ -6,10 +6,12 @@
 #   FC_AVML_URL     presigned GET of the AVML binary for this architecture
 #   FC_AVML_SHA256  expected SHA-256 of that binary; nothing runs unless it matches
 #   FC_AVML_ARGS    AVML arguments that write the LiME image to stdout (default: "acquire /dev/stdout")
-#   FC_PLAN_URL     presigned GET of the upload plan: "part-size <bytes>" then "part <n> <presigned PUT URL>" lines
+#   FC_PLAN_URL     presigned GET of the upload plan: "part-size <bytes>", "parts-url <presigned PUT URL>",
+#                   then "part <n> <presigned UploadPart URL>" lines
 #
 # The image goes AVML -> tee (SHA-256 over the whole stream) -> one part at a time in /dev/shm (memory, one
-# part's worth) -> presigned UploadPart PUT. The controller completes the multipart upload and checks it.
+# part's worth) -> presigned UploadPart PUT. The list of parts (number, ETag, size) goes to the parts URL;
+# the controller completes the multipart upload from it (S3 checks every ETag) and checks the object's size.
 # Prints "FC-RESULT memory sha256=<hex> bytes=<n> parts=<n>" on success, "FC-ERROR <Reason> <detail>" on failure.
 # AWS-RunShellScript may start the script with sh; everything below needs bash.
 if [ -z "${BASH_VERSION:-}" ]; then exec /bin/bash "$0" "$@"; fi
@@ -39,15 +41,17 @@ chmod 700 "$work/avml"
 
 fetch "$FC_PLAN_URL" "$work/plan" 2>"$work/curl.err" || fail PlanDownloadFailed "could not fetch the upload plan: $(tail -c 300 "$work/curl.err")"
 part_size=""
+parts_url=""
 declare -a part_urls=()
 while read -r kind a b; do
   case "$kind" in
     part-size) part_size="$a" ;;
+    parts-url) parts_url="$a" ;;
     part) part_urls[a]="$b" ;;
   esac
 done <"$work/plan"
-if [ -z "$part_size" ] || [ "${#part_urls[@]}" -eq 0 ]; then
-  fail PlanInvalid "the upload plan has no part size or no part URLs"
+if [ -z "$part_size" ] || [ -z "$parts_url" ] || [ "${#part_urls[@]}" -eq 0 ]; then
+  fail PlanInvalid "the upload plan lacks the part size, the parts URL or part URLs"
 fi
 
 # Reads stdin one part at a time; each part lives in /dev/shm only until its PUT returns.
@@ -58,9 +62,11 @@ upload_parts() {
     size="$(stat -c %s "$work/part")"
     [ "$size" -gt 0 ] || break
     [ -n "${part_urls[n]:-}" ] || fail PlanExhausted "image is larger than the $((n - 1)) parts planned"
-    curl --fail --silent --show-error --retry 5 --retry-all-errors --retry-delay 1 \
-      --upload-file "$work/part" --output /dev/null "${part_urls[n]}" 2>"$work/curl.err" ||
+    etag="$(curl --fail --silent --show-error --retry 5 --retry-all-errors --retry-delay 1 \
+      --upload-file "$work/part" --output /dev/null --write-out '%header{etag}' "${part_urls[n]}" 2>"$work/curl.err")" ||
       fail PartUploadFailed "part $n: $(tail -c 300 "$work/curl.err")"
+    [ -n "$etag" ] || fail PartUploadFailed "part $n: S3 returned no ETag"
+    echo "part $n $etag $size" >>"$work/parts"
     total=$((total + size))
     echo "$n $total" >"$work/progress"
     [ "$size" -eq "$part_size" ] || break
@@ -83,4 +89,7 @@ wait "$hasher"
 [ "${statuses[0]}" -eq 0 ] || fail AcquisitionFailed "AVML exited ${statuses[0]}: $(tail -c 500 "$work/avml.err")"
 [ -s "$work/progress" ] || fail AcquisitionFailed "AVML wrote no data: $(tail -c 500 "$work/avml.err")"
 read -r parts bytes <"$work/progress"
+curl --fail --silent --show-error --retry 5 --retry-all-errors --retry-delay 1 \
+  --upload-file "$work/parts" --output /dev/null "$parts_url" 2>"$work/curl.err" ||
+  fail PartsListUploadFailed "$(tail -c 300 "$work/curl.err")"
 echo "FC-RESULT memory sha256=$(cut -d' ' -f1 "$work/sha256") bytes=$bytes parts=$parts"

@@ -29,9 +29,9 @@ pub fn plan_parts(memory_mib: u64) -> PartPlan {
     PartPlan { part_size, part_count }
 }
 
-/// The upload plan object fetched by the memory script: one presigned URL per part.
-pub fn upload_plan(part_size: u64, part_urls: &[String]) -> String {
-    let mut plan = format!("part-size {part_size}\n");
+/// The upload plan object fetched by the memory script: where to put the parts list, one URL per part.
+pub fn upload_plan(part_size: u64, parts_list_url: &str, part_urls: &[String]) -> String {
+    let mut plan = format!("part-size {part_size}\nparts-url {parts_list_url}\n");
     for (i, url) in part_urls.iter().enumerate() {
         plan.push_str(&format!("part {} {url}\n", i + 1));
     }
@@ -74,6 +74,26 @@ pub fn script_error(stdout: &str) -> Option<(String, String)> {
         let (reason, detail) = rest.split_once(' ').unwrap_or((rest, ""));
         Some((reason.to_string(), detail.to_string()))
     })
+}
+
+/// One uploaded part, as the instance reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportedPart {
+    pub number: i32,
+    pub etag: String,
+    pub size: i64,
+}
+
+/// The memory script's parts list: `part <n> <etag> <size>` lines.
+pub fn parse_parts_list(text: &str) -> Option<Vec<ReportedPart>> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next()? == "part").then_some(())?;
+            Some(ReportedPart { number: words.next()?.parse().ok()?, etag: words.next()?.to_string(), size: words.next()?.parse().ok()? })
+        })
+        .collect()
 }
 
 /// Artifact object keys: `<prefix>/<caseId>/<instanceId>/<capture-uid>/<file>`.
@@ -142,6 +162,13 @@ mod tests {
 
     #[test]
     fn upload_plan_lists_numbered_parts() {
-        assert_eq!(upload_plan(8, &["u1".into(), "u2".into()]), "part-size 8\npart 1 u1\npart 2 u2\n");
+        assert_eq!(upload_plan(8, "p", &["u1".into(), "u2".into()]), "part-size 8\nparts-url p\npart 1 u1\npart 2 u2\n");
+    }
+
+    #[test]
+    fn parts_list_is_parsed_and_garbage_refused() {
+        let parts = parse_parts_list("part 1 \"abc\" 8388608\npart 2 \"def\" 12\n").unwrap();
+        assert_eq!(parts[1], ReportedPart { number: 2, etag: "\"def\"".into(), size: 12 });
+        assert!(parse_parts_list("part x y z\n").is_none());
     }
 }

@@ -5,7 +5,7 @@ mod support;
 
 use std::{collections::BTreeSet, io::Read};
 
-use forensic_capture::api::{ArtifactType, ForensicCapture, Phase, StepState};
+use forensic_capture::api::{ArtifactType, ForensicCapture, Phase};
 use sha2::{Digest, Sha256};
 use support::fixtures::{CaptureEnv, capture_yaml, set_instance_memory};
 
@@ -188,16 +188,4 @@ fn tempdir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(support::unique("fc-test"));
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-fn step_state(capture: &ForensicCapture, step: &str) -> (StepState, Option<String>, Option<String>) {
-    let steps = &capture.status.as_ref().unwrap().steps;
-    let r = match step {
-        "volatile" => steps.volatile.as_ref(),
-        "memory" => steps.memory.as_ref(),
-        "disk" => steps.disk.as_ref(),
-        _ => steps.isolation.as_ref(),
-    }
-    .unwrap_or_else(|| panic!("no {step} record"));
-    (r.state, r.reason.clone(), r.message.clone())
 }

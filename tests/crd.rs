@@ -29,8 +29,21 @@ fn object(name: &str, spec: serde_json::Value) -> forensic_capture::api::Forensi
     .unwrap()
 }
 
+/// Sends the spec as raw JSON (it may not even deserialize into our types) and expects a 422.
 async fn rejected(api: &kube::Api<forensic_capture::api::ForensicCapture>, name: &str, spec: serde_json::Value) -> String {
-    match api.create(&PostParams::default(), &object(name, spec)).await {
+    let raw: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+        support::stack().kube().await,
+        api.namespace().unwrap(),
+        &kube::discovery::ApiResource::erase::<forensic_capture::api::ForensicCapture>(&()),
+    );
+    let object: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "forensic-capture.dev/v1alpha1",
+        "kind": "ForensicCapture",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .unwrap();
+    match raw.create(&PostParams::default(), &object).await {
         Err(kube::Error::Api(status)) => {
             assert_eq!(status.code, 422, "{status:?}");
             status.message

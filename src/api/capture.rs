@@ -1,7 +1,8 @@
 //! `ForensicCapture`: the request (spec, immutable) and the audit record (status).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::{CustomResource, KubeSchema, core::Rule};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Preserve evidence from one EC2 instance (volatile data, memory, EBS snapshots), then contain it.
@@ -123,7 +124,7 @@ pub struct IsolationSpec {
     /// denied.
     #[serde(default)]
     #[x_kube(validation = Rule::new("self.all(c, isCIDR(c) && cidr(c) == cidr(c).masked())").message("each entry must be a CIDR with no host bits set, such as 203.0.113.7/32"))]
-    #[schemars(length(max = 50))]
+    #[schemars(length(max = 20), inner(length(max = 43)))]
     pub allow_ingress_cidrs: Vec<String>,
 
     /// What to do when volatile or memory acquisition fails: Isolate (default: containment wins over
@@ -139,7 +140,7 @@ impl Default for IsolationSpec {
 }
 
 /// What isolation does after a failed acquisition step.
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum AcquisitionFailurePolicy {
     /// Isolate anyway.
     #[default]
@@ -210,7 +211,7 @@ pub struct ForensicCaptureStatus {
 }
 
 /// Progress of a capture, for people; conditions carry the detail.
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
     /// Not started, or waiting (for the instance lock, for example).
     Pending,
@@ -295,7 +296,7 @@ pub struct Artifact {
 }
 
 /// Kind of artifact.
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ArtifactType {
     /// LiME memory image.
     MemoryImage,
@@ -357,7 +358,7 @@ pub struct StepRecord {
 }
 
 /// State of one step.
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum StepState {
     /// Started and not finished.
     #[default]

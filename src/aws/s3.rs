@@ -14,6 +14,7 @@ use aws_sdk_s3::{
 use sha2::{Digest, Sha256};
 
 use super::AwsError;
+use crate::acquisition::ReportedPart;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Presign {
@@ -29,12 +30,6 @@ impl Presign {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UploadedPart {
-    pub part_number: i32,
-    pub etag: String,
-    pub size: i64,
-}
 
 /// The S3 calls the controller makes.
 pub trait EvidenceStore: Send + Sync {
@@ -42,14 +37,13 @@ pub trait EvidenceStore: Send + Sync {
     /// Presigned URLs for exactly these objects, valid for `ttl`.
     fn presign(&self, requests: &[Presign], ttl: Duration, session_name: &str) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
     fn put_object(&self, bucket: &str, key: &str, body: Vec<u8>, content_type: &str) -> impl Future<Output = Result<(), AwsError>> + Send;
+    fn get_object(&self, bucket: &str, key: &str) -> impl Future<Output = Result<Vec<u8>, AwsError>> + Send;
     fn object_size(&self, bucket: &str, key: &str) -> impl Future<Output = Result<Option<i64>, AwsError>> + Send;
     /// Streams the object through SHA-256; returns (hex digest, size).
     fn object_sha256(&self, bucket: &str, key: &str) -> impl Future<Output = Result<(String, i64), AwsError>> + Send;
     fn find_multipart_upload(&self, bucket: &str, key: &str) -> impl Future<Output = Result<Option<String>, AwsError>> + Send;
     fn create_multipart_upload(&self, bucket: &str, key: &str) -> impl Future<Output = Result<String, AwsError>> + Send;
-    /// The parts of an upload, or None when the upload no longer exists (completed or aborted).
-    fn list_parts(&self, bucket: &str, key: &str, upload_id: &str) -> impl Future<Output = Result<Option<Vec<UploadedPart>>, AwsError>> + Send;
-    fn complete_multipart_upload(&self, bucket: &str, key: &str, upload_id: &str, parts: &[UploadedPart]) -> impl Future<Output = Result<(), AwsError>> + Send;
+    fn complete_multipart_upload(&self, bucket: &str, key: &str, upload_id: &str, parts: &[ReportedPart]) -> impl Future<Output = Result<(), AwsError>> + Send;
 }
 
 #[derive(Clone)]
@@ -169,6 +163,18 @@ impl EvidenceStore for SdkEvidenceStore {
         Ok(())
     }
 
+    async fn get_object(&self, bucket: &str, key: &str) -> Result<Vec<u8>, AwsError> {
+        let object = self.s3.get_object().bucket(bucket).key(key).send().await.map_err(|e| AwsError::from_sdk("s3:GetObject", e))?;
+        let bytes = object.body.collect().await.map_err(|e| AwsError {
+            operation: "s3:GetObject",
+            code: "Transport".into(),
+            message: e.to_string(),
+            request_id: None,
+            http_status: None,
+        })?;
+        Ok(bytes.to_vec())
+    }
+
     async fn object_size(&self, bucket: &str, key: &str) -> Result<Option<i64>, AwsError> {
         match self.s3.head_object().bucket(bucket).key(key).send().await {
             Ok(o) => Ok(o.content_length()),
@@ -228,30 +234,10 @@ impl EvidenceStore for SdkEvidenceStore {
         })
     }
 
-    async fn list_parts(&self, bucket: &str, key: &str, upload_id: &str) -> Result<Option<Vec<UploadedPart>>, AwsError> {
-        let mut parts = Vec::new();
-        let mut pages = self.s3.list_parts().bucket(bucket).key(key).upload_id(upload_id).into_paginator().send();
-        while let Some(page) = pages.next().await {
-            let page = match page {
-                Ok(p) => p,
-                Err(e) => {
-                    let e = AwsError::from_sdk("s3:ListParts", e);
-                    return if e.code == "NoSuchUpload" || e.http_status == Some(404) { Ok(None) } else { Err(e) };
-                }
-            };
-            parts.extend(page.parts().iter().map(|p| UploadedPart {
-                part_number: p.part_number().unwrap_or_default(),
-                etag: p.e_tag().unwrap_or_default().to_string(),
-                size: p.size().unwrap_or_default(),
-            }));
-        }
-        Ok(Some(parts))
-    }
-
-    async fn complete_multipart_upload(&self, bucket: &str, key: &str, upload_id: &str, parts: &[UploadedPart]) -> Result<(), AwsError> {
+    async fn complete_multipart_upload(&self, bucket: &str, key: &str, upload_id: &str, parts: &[ReportedPart]) -> Result<(), AwsError> {
         let completed = CompletedMultipartUpload::builder()
             .set_parts(Some(
-                parts.iter().map(|p| CompletedPart::builder().part_number(p.part_number).e_tag(&p.etag).build()).collect(),
+                parts.iter().map(|p| CompletedPart::builder().part_number(p.number).e_tag(&p.etag).build()).collect(),
             ))
             .build();
         self.s3

@@ -103,12 +103,13 @@ impl Simulator {
             output
         };
         let command_id = output["Command"]["CommandId"].as_str().unwrap_or_default().to_string();
+        let working_directory = string_list(output["Command"]["Parameters"].get("workingDirectory")).into_iter().next();
         for instance_id in instance_ids {
             let sim = Arc::clone(self);
             let (command_id, region) = (command_id.clone(), call.region.clone());
-            let working_directory = string_list(output["Command"]["Parameters"].get("workingDirectory")).into_iter().next();
+            let (commands, working_directory) = (commands.clone(), working_directory.clone());
             tokio::spawn(async move {
-                sim.deliver(region, command_id, instance_id, commands_of(&output), working_directory, delivery_timeout, execution_timeout).await;
+                sim.deliver(region, command_id, instance_id, commands, working_directory, delivery_timeout, execution_timeout).await;
             });
         }
         let store = self.store.lock().unwrap();
@@ -359,10 +360,6 @@ impl Simulator {
         }
         Ok(json!({}))
     }
-}
-
-fn commands_of(send_output: &Value) -> Vec<String> {
-    string_list(send_output["Command"]["Parameters"].get("commands"))
 }
 
 fn string_list(v: Option<&Value>) -> Vec<String> {

@@ -50,6 +50,11 @@ pub async fn run(sandbox: Sandbox, inv: Invocation<'_>, mut cancel: watch::Recei
     for dir in [disk.join("tmp"), disk.join("var-tmp"), agent_dir.clone()] {
         std::fs::create_dir_all(&dir)?;
     }
+    if matches!(sandbox, Sandbox::Bwrap) {
+        // bwrap can only mount onto a directory that exists, and the host root is read-only inside: the
+        // (empty) mount point is made on the host once.
+        std::fs::create_dir_all(AGENT_ROOT_INSIDE)?;
+    }
     let script = agent_dir.join("_script.sh");
     std::fs::write(&script, inv.commands.join("\n") + "\n")?;
     let stdout_path = agent_dir.join("stdout");
@@ -63,7 +68,7 @@ pub async fn run(sandbox: Sandbox, inv: Invocation<'_>, mut cancel: watch::Recei
             c.args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"])
                 .arg("--bind").arg(disk.join("tmp")).arg("/tmp")
                 .arg("--bind").arg(disk.join("var-tmp")).arg("/var/tmp")
-                .arg("--bind").arg(&agent_dir).arg(&inside)
+                .arg("--bind").arg(instance_dir.join("agent")).arg(AGENT_ROOT_INSIDE)
                 .args(["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", inv.instance_id])
                 .args(["--die-with-parent", "--chdir", &workdir, "--", "/bin/bash"])
                 .arg(format!("{inside}/_script.sh"));
@@ -104,7 +109,7 @@ pub async fn run(sandbox: Sandbox, inv: Invocation<'_>, mut cancel: watch::Recei
     if !matches!(end, End::Exit(_)) {
         if let Some(pgid) = pgid {
             // The whole process group: background children of the script must not outlive the timeout.
-            let _ = std::process::Command::new("kill").args(["-KILL", &format!("-{pgid}")]).status();
+            let _ = std::process::Command::new("kill").args(["-s", "KILL", "--", &format!("-{pgid}")]).status();
         }
         let _ = child.wait().await;
     }

@@ -51,6 +51,7 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
     let (bucket, prefix) = sc.evidence()?;
     let key = sc.key(&prefix, "memory.lime");
     let plan_key = sc.key(&prefix, "memory.upload-plan");
+    let parts_key = sc.key(&prefix, "memory.parts");
 
     let upload_id = match super::record(STEP, status).upload_id.clone() {
         Some(id) => id,
@@ -78,7 +79,7 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
             let id = match found {
                 Some(id) => id,
                 None => {
-                    let lines = prepare_command(sc, &bucket, &key, &plan_key, &upload_id, parts, memory_mib, (&avml_bucket, &avml_key, &avml_sha256)).await?;
+                    let lines = prepare_command(sc, &bucket, [&key, &plan_key, &parts_key], &upload_id, parts, memory_mib, (&avml_bucket, &avml_key, &avml_sha256)).await?;
                     sc.aws
                         .ssm
                         .send_shell(ShellCommand {
@@ -110,7 +111,7 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
     let sha256 = reported.get("sha256").cloned().unwrap_or_default();
     let bytes: i64 = reported.get("bytes").and_then(|b| b.parse().ok()).unwrap_or(-1);
     let part_count: i32 = reported.get("parts").and_then(|p| p.parse().ok()).unwrap_or(-1);
-    complete_upload(sc, &bucket, &key, &upload_id, bytes, part_count).await?;
+    complete_upload(sc, &bucket, &key, &parts_key, &upload_id, bytes, part_count).await?;
     upsert_artifact(
         status,
         Artifact {
@@ -133,8 +134,7 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
 async fn prepare_command(
     sc: &StepContext<'_>,
     bucket: &str,
-    key: &str,
-    plan_key: &str,
+    [key, plan_key, parts_key]: [&str; 3],
     upload_id: &str,
     parts: acquisition::PartPlan,
     memory_mib: u64,
@@ -144,6 +144,7 @@ async fn prepare_command(
     let mut requests = vec![
         Presign::Get { bucket: avml_bucket.into(), key: avml_key.into() },
         Presign::Get { bucket: bucket.into(), key: plan_key.into() },
+        Presign::Put { bucket: bucket.into(), key: parts_key.into() },
     ];
     requests.extend((1..=parts.part_count as i32).map(|n| Presign::UploadPart {
         bucket: bucket.into(),
@@ -157,7 +158,7 @@ async fn prepare_command(
         .presign(&requests, url_ttl(memory_mib), &format!("fc-{}-memory", &sc.uid[..8.min(sc.uid.len())]))
         .await
         .map_err(|e| StepError::aws(e, instance_id, "PresignFailed"))?;
-    let plan = acquisition::upload_plan(parts.part_size, &urls[2..]);
+    let plan = acquisition::upload_plan(parts.part_size, &urls[2], &urls[3..]);
     sc.aws
         .store
         .put_object(bucket, plan_key, plan.into_bytes(), "text/plain")
@@ -175,36 +176,42 @@ async fn prepare_command(
     .map_err(|e| StepError::failed("InvalidCommand", e.to_string()))
 }
 
-/// Checks that S3 holds exactly the parts the instance reported, then completes the upload. After a restart
-/// the upload may already be complete: then the object's size is what is checked.
-async fn complete_upload(sc: &StepContext<'_>, bucket: &str, key: &str, upload_id: &str, bytes: i64, part_count: i32) -> Result<(), StepError> {
+/// Completes the upload from the parts list the instance wrote, after checking it against the totals the
+/// command reported; S3 itself checks each part's ETag. After a restart the upload may already be complete:
+/// either way the object's size must equal what the instance streamed.
+async fn complete_upload(
+    sc: &StepContext<'_>,
+    bucket: &str,
+    key: &str,
+    parts_key: &str,
+    upload_id: &str,
+    bytes: i64,
+    part_count: i32,
+) -> Result<(), StepError> {
     let instance_id = sc.instance_id();
     let store = &sc.aws.store;
     let uri = format!("s3://{bucket}/{key}");
-    match store.list_parts(bucket, key, upload_id).await.map_err(|e| StepError::aws(e, instance_id, "UploadFailed"))? {
-        Some(mut uploaded) => {
-            uploaded.sort_by_key(|p| p.part_number);
-            let numbers: Vec<i32> = uploaded.iter().map(|p| p.part_number).collect();
-            let total: i64 = uploaded.iter().map(|p| p.size).sum();
-            let contiguous = numbers.iter().copied().eq(1..=part_count);
-            if !contiguous || total != bytes {
-                return Err(StepError::failed(
-                    "UploadIncomplete",
-                    format!(
-                        "{uri} from instance {instance_id}: the instance reported {part_count} parts / {bytes} bytes, S3 holds parts {numbers:?} / {total} bytes"
-                    ),
-                ));
-            }
-            store.complete_multipart_upload(bucket, key, upload_id, &uploaded).await.map_err(|e| StepError::aws(e, instance_id, "UploadFailed"))?;
-        }
-        None => {}
-    }
-    let size = store.object_size(bucket, key).await.map_err(|e| StepError::aws(e, instance_id, "UploadFailed"))?;
-    if size != Some(bytes) {
+    let list = store.get_object(bucket, parts_key).await.map_err(|e| StepError::aws(e, instance_id, "UploadIncomplete"))?;
+    let mut parts = acquisition::parse_parts_list(&String::from_utf8_lossy(&list))
+        .ok_or_else(|| StepError::failed("UploadIncomplete", format!("{uri} from instance {instance_id}: the parts list is malformed")))?;
+    parts.sort_by_key(|p| p.number);
+    let numbers: Vec<i32> = parts.iter().map(|p| p.number).collect();
+    let total: i64 = parts.iter().map(|p| p.size).sum();
+    if !numbers.iter().copied().eq(1..=part_count) || total != bytes {
         return Err(StepError::failed(
             "UploadIncomplete",
-            format!("{uri} from instance {instance_id}: expected {bytes} bytes, S3 holds {size:?}"),
+            format!("{uri} from instance {instance_id}: the command reported {part_count} parts / {bytes} bytes, the parts list has {} parts / {total} bytes", numbers.len()),
         ));
+    }
+    if let Err(e) = store.complete_multipart_upload(bucket, key, upload_id, &parts).await {
+        // NoSuchUpload: completed before a restart; the size check below decides.
+        if e.code != "NoSuchUpload" {
+            return Err(StepError::aws(e, instance_id, "UploadIncomplete"));
+        }
+    }
+    let size = store.object_size(bucket, key).await.map_err(|e| StepError::aws(e, instance_id, "UploadIncomplete"))?;
+    if size != Some(bytes) {
+        return Err(StepError::failed("UploadIncomplete", format!("{uri} from instance {instance_id}: expected {bytes} bytes, S3 holds {size:?}")));
     }
     Ok(())
 }
