@@ -189,3 +189,103 @@ fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+#[tokio::test]
+async fn a_completed_capture_is_not_rewritten_and_its_transitions_are_events() {
+    let stack = support::stack();
+    let env = CaptureEnv::new("quiet").await;
+    let instance = support::run_instance(&stack.ec2().await, 0, &[]).await.instance_id;
+    set_instance_memory(&instance, 9 * MIB);
+    let _controller = env.start_controller("quiet");
+    env.apply(&capture_yaml("quiet", &instance, "  memory: {enabled: false}\n")).await;
+    let done = env.wait_completed("quiet").await;
+    let ready = condition(&done, "Ready").clone();
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    // Poke the controller with a metadata change: it reconciles, finds nothing to do, writes nothing.
+    env.captures()
+        .patch("quiet", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(serde_json::json!({"metadata": {"labels": {"poke": "1"}}})))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let later = env.captures().get("quiet").await.unwrap();
+    assert_eq!(later.status, done.status, "status unchanged, timestamps included");
+    assert_eq!(condition(&later, "Ready").last_transition_time, ready.last_transition_time);
+    assert_eq!(condition(&later, "Acquired").reason, "Acquired", "volatile alone satisfies Acquired when memory is off");
+
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> = kube::Api::namespaced(env.kube.clone(), &env.namespace);
+    let reasons: BTreeSet<String> = events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("quiet"))
+        .filter_map(|e| e.reason)
+        .collect();
+    for expected in ["VolatileStarted", "VolatileSucceeded", "DiskSucceeded", "IsolationSucceeded", "Isolated"] {
+        assert!(reasons.contains(expected), "event {expected} missing from {reasons:?}");
+    }
+}
+
+#[tokio::test]
+async fn deleting_a_capture_in_flight_keeps_evidence_and_finishes_the_running_step() {
+    let stack = support::stack();
+    let env = CaptureEnv::new("delete").await;
+    let ec2 = stack.ec2().await;
+    let instance = support::run_instance(&ec2, 1, &[]).await.instance_id;
+    set_instance_memory(&instance, 40 * MIB);
+    let _controller = env.start_controller("delete");
+    env.apply(&capture_yaml("doomed", &instance, "")).await;
+    let running = env
+        .wait_for("doomed", std::time::Duration::from_secs(60), |c| {
+            c.status.as_ref().and_then(|s| s.steps.memory.as_ref()).is_some_and(|m| m.command_id.is_some())
+        })
+        .await;
+    let uid = running.metadata.uid.clone().unwrap();
+    env.captures().delete("doomed", &Default::default()).await.unwrap();
+
+    // The finalizer holds the object until the memory step has ended and the rest is recorded as not done.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while env.captures().get_opt("doomed").await.unwrap().is_some() {
+        assert!(std::time::Instant::now() < deadline, "deletion did not finish");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> = kube::Api::namespaced(env.kube.clone(), &env.namespace);
+    let reasons: Vec<String> = events.list(&Default::default()).await.unwrap().items.into_iter().filter_map(|e| e.reason).collect();
+    assert!(reasons.iter().any(|r| r == "MemorySucceeded"), "the running memory step finished: {reasons:?}");
+    assert!(reasons.iter().any(|r| r == "CaptureDeleted"), "later steps recorded as not done: {reasons:?}");
+    let by_uid = aws_sdk_ec2::types::Filter::builder().name("tag:forensic-capture.dev/capture-uid").values(&uid).build();
+    assert!(ec2.describe_snapshots().filters(by_uid.clone()).send().await.unwrap().snapshots().is_empty(), "no new step started");
+    assert!(ec2.describe_security_groups().filters(by_uid).send().await.unwrap().security_groups().is_empty());
+
+    // Evidence outlives the resource.
+    let s3 = stack.s3().await;
+    let key = format!("evidence/INC-4711/{instance}/{uid}/memory.lime");
+    let head = s3.head_object().bucket(&env.bucket).key(&key).send().await.expect("memory image kept");
+    assert_eq!(head.content_length(), Some(40 * MIB as i64));
+    s3.head_object().bucket(&env.bucket).key(key.replace("memory.lime", "volatile.tar.gz")).send().await.expect("volatile kept");
+}
+
+#[tokio::test]
+async fn a_node_name_target_resolves_through_the_provider_id() {
+    let stack = support::stack();
+    let env = CaptureEnv::new("node").await;
+    let instance = support::run_instance(&stack.ec2().await, 0, &[]).await.instance_id;
+    let node_name = support::unique("ip-10-20-1-5");
+    let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": node_name},
+        "spec": {"providerID": format!("aws:///{}a/{instance}", stack.region())}
+    }))
+    .unwrap();
+    kube::Api::<k8s_openapi::api::core::v1::Node>::all(env.kube.clone()).create(&Default::default(), &node).await.unwrap();
+    let _controller = env.start_controller("node");
+    let yaml = format!(
+        "apiVersion: forensic-capture.dev/v1alpha1\nkind: ForensicCapture\nmetadata:\n  name: by-node\nspec:\n  caseId: INC-9\n  target:\n    nodeName: {node_name}\n  memory: {{enabled: false}}\n  volatile: {{enabled: false}}\n  isolation: {{enabled: false}}\n"
+    );
+    env.apply(&yaml).await;
+    let capture = env.wait_completed("by-node").await;
+    let target = capture.status.as_ref().unwrap().target.clone().unwrap();
+    assert_eq!(target.instance_id, instance);
+    assert_eq!(target.node_name.as_deref(), Some(node_name.as_str()));
+    assert_eq!(capture.status.unwrap().phase, Some(Phase::Completed));
+}
