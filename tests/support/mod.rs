@@ -1,7 +1,6 @@
 //! Test support: a kube `Client` and AWS SDK configuration on the proof environment (`dev/stack`).
 //!
-//! The stack is taken from the environment when `eval "$(dev/stack up)"` has been run (as `.ci/run` does);
-//! otherwise the first test to ask starts it (or reuses a running one) with `dev/stack up`. Tests are isolated
+//! The stack is taken from the environment that `eval "$(dev/stack up)"` sets (dev/test does this). Tests are isolated
 //! by creating their own resources with unique names (namespaces, VPCs, instances, buckets), never by resetting
 //! moto, so they can run in parallel.
 #![allow(dead_code)]
@@ -40,26 +39,14 @@ pub fn stack() -> &'static Stack {
         ];
         let from_env: HashMap<String, String> =
             NAMES.iter().filter_map(|n| Some((n.to_string(), std::env::var(n).ok()?))).collect();
-        if from_env.len() == NAMES.len() {
-            return Stack { vars: from_env };
-        }
-        let output = std::process::Command::new(repo_root().join("dev/stack"))
-            .arg("up")
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .expect("run dev/stack up");
-        assert!(output.status.success(), "dev/stack up failed");
-        Stack { vars: parse_exports(&String::from_utf8_lossy(&output.stdout)) }
+        let missing: Vec<&str> = NAMES.iter().copied().filter(|n| !from_env.contains_key(*n)).collect();
+        // Starting the stack from here would run cargo inside `cargo test`; the test entry points start it.
+        assert!(
+            missing.is_empty(),
+            "the proof environment is not in this test's environment (missing {missing:?}): run the tests with dev/test, or `eval \"$(dev/stack up)\"` first"
+        );
+        Stack { vars: from_env }
     })
-}
-
-/// Parses `export NAME='value'` lines.
-pub fn parse_exports(text: &str) -> HashMap<String, String> {
-    text.lines()
-        .filter_map(|l| l.strip_prefix("export "))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
-        .collect()
 }
 
 impl Stack {

@@ -1,7 +1,7 @@
 //! EBS snapshots: one CreateSnapshots call (crash-consistent across volumes), found again by the capture's UID
 //! tag after a restart, completion awaited by requeueing.
 
-use super::{Progress, StepContext, StepError, Writer, volatile::upsert_artifact};
+use super::{Progress, StepContext, StepError, Writer, upsert_artifact};
 use crate::{
     api::{Artifact, ArtifactType, ForensicCaptureStatus, StepState},
     aws::ec2::{Ec2Api, SnapshotInfo},

@@ -3,14 +3,11 @@
 
 use std::time::Duration;
 
-use super::{Progress, StepContext, StepError, Writer, invocation_failure, volatile::{send_error, upsert_artifact}, POLL};
+use super::{POLL, Progress, StepContext, StepError, Writer, command, upsert_artifact};
 use crate::{
     acquisition::{self, plan_parts},
     api::{Artifact, ArtifactType, ForensicCaptureStatus, StepState},
-    aws::{
-        s3::{EvidenceStore, Presign},
-        ssm::{Invocation, ShellCommand, SsmApi},
-    },
+    aws::s3::{EvidenceStore, Presign},
     controller::{config::parse_s3_uri, status::now},
     planner::Step,
 };
@@ -71,39 +68,12 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
         }
     };
 
-    let command_id = match super::record(STEP, status).command_id.clone() {
-        Some(id) => id,
-        None => {
-            let comment = sc.command_comment(STEP);
-            let found = sc.aws.ssm.find_command(&instance_id, &comment).await.map_err(|e| StepError::aws(e, &instance_id, "CommandFailed"))?;
-            let id = match found {
-                Some(id) => id,
-                None => {
-                    let lines = prepare_command(sc, &bucket, [&key, &plan_key, &parts_key], &upload_id, parts, memory_mib, (&avml_bucket, &avml_key, &avml_sha256)).await?;
-                    sc.aws
-                        .ssm
-                        .send_shell(ShellCommand {
-                            instance_id: &instance_id,
-                            comment: &comment,
-                            lines,
-                            execution_timeout_seconds: execution_timeout(memory_mib),
-                            delivery_timeout_seconds: sc.ctx.config.command_delivery_timeout_seconds,
-                        })
-                        .await
-                        .map_err(|e| send_error(e, &instance_id))?
-                }
-            };
-            super::record(STEP, status).command_id = Some(id.clone());
-            writer.save(status).await?;
-            id
-        }
+    let prepare = || {
+        prepare_command(sc, &bucket, [&key, &plan_key, &parts_key], &upload_id, parts, memory_mib, (&avml_bucket, &avml_key, &avml_sha256))
     };
-
-    let invocation = sc.aws.ssm.invocation(&command_id, &instance_id).await.map_err(|e| StepError::aws(e, &instance_id, "CommandFailed"))?;
-    let stdout = match &invocation {
-        Invocation::Running => return Ok(Progress::Wait(POLL)),
-        Invocation::Succeeded { stdout } => stdout.clone(),
-        other => return Err(invocation_failure(STEP, &instance_id, &command_id, other)),
+    let command_id = command::ensure(sc, STEP, status, writer, execution_timeout(memory_mib), prepare).await?;
+    let Some(stdout) = command::output(sc, STEP, &command_id).await? else {
+        return Ok(Progress::Wait(POLL));
     };
     let reported = acquisition::result(&stdout, "memory").ok_or_else(|| {
         StepError::failed("MissingResult", format!("instance {instance_id}: memory command {command_id} reported no result"))

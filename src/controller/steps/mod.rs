@@ -2,6 +2,7 @@
 //! tag, by command comment, by upload key) before doing it, and saves intent to the status before a side
 //! effect whose result could not be found again, so a controller killed at any instant resumes cleanly.
 
+mod command;
 pub mod disk;
 pub mod isolation;
 pub mod memory;
@@ -15,7 +16,7 @@ use kube::ResourceExt;
 use super::{Context, RegionClients, status};
 use crate::{
     acquisition,
-    api::{ForensicCapture, ForensicCaptureStatus, StepRecord, StepState, TargetFacts},
+    api::{Artifact, ForensicCapture, ForensicCaptureStatus, StepRecord, StepState, TargetFacts},
     aws::{AwsError, ErrorClass, ssm::Invocation},
     planner::Step,
 };
@@ -145,6 +146,14 @@ impl<'a> StepContext<'a> {
                 ErrorClass::Rejected => StepError::failed("EvidenceBucketUnavailable", message),
             }
         })
+    }
+}
+
+/// Adds an artifact to the status, or replaces the one of the same name.
+pub fn upsert_artifact(status: &mut ForensicCaptureStatus, artifact: Artifact) {
+    match status.artifacts.iter_mut().find(|a| a.name == artifact.name) {
+        Some(existing) => *existing = artifact,
+        None => status.artifacts.push(artifact),
     }
 }
 

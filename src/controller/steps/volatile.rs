@@ -1,14 +1,11 @@
 //! Volatile data and kernel symbol material, through one SSM command; both archives are PUT to presigned
 //! URLs and then re-hashed by the controller.
 
-use super::{Progress, StepContext, StepError, Writer, invocation_failure, POLL};
+use super::{POLL, Progress, StepContext, StepError, Writer, command, upsert_artifact};
 use crate::{
     acquisition,
     api::{Artifact, ArtifactType, ForensicCaptureStatus, StepState},
-    aws::{
-        s3::{EvidenceStore, Presign},
-        ssm::{Invocation, ShellCommand, SsmApi},
-    },
+    aws::s3::{EvidenceStore, Presign},
     controller::status::now,
     planner::Step,
 };
@@ -24,57 +21,27 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
     let symbols_key = sc.key(&prefix, "symbols.tar.gz");
     let instance_id = sc.instance_id().to_string();
 
-    let command_id = match super::record(STEP, status).command_id.clone() {
-        Some(id) => id,
-        None => {
-            let comment = sc.command_comment(STEP);
-            let found = sc.aws.ssm.find_command(&instance_id, &comment).await.map_err(|e| StepError::aws(e, &instance_id, "CommandFailed"))?;
-            let id = match found {
-                Some(id) => id,
-                None => {
-                    sc.check_bucket(&bucket).await?;
-                    let urls = sc
-                        .aws
-                        .store
-                        .presign(
-                            &[
-                                Presign::Put { bucket: bucket.clone(), key: volatile_key.clone() },
-                                Presign::Put { bucket: bucket.clone(), key: symbols_key.clone() },
-                            ],
-                            sc.ctx.config.url_ttl(),
-                            &format!("fc-{}-volatile", &sc.uid[..8.min(sc.uid.len())]),
-                        )
-                        .await
-                        .map_err(|e| StepError::aws(e, &instance_id, "PresignFailed"))?;
-                    let lines = acquisition::command_lines(
-                        acquisition::VOLATILE_SCRIPT,
-                        &[("FC_VOLATILE_URL", &urls[0]), ("FC_SYMBOLS_URL", &urls[1])],
-                    )
-                    .map_err(|e| StepError::failed("InvalidCommand", e.to_string()))?;
-                    sc.aws
-                        .ssm
-                        .send_shell(ShellCommand {
-                            instance_id: &instance_id,
-                            comment: &comment,
-                            lines,
-                            execution_timeout_seconds: sc.ctx.config.volatile_timeout_seconds,
-                            delivery_timeout_seconds: sc.ctx.config.command_delivery_timeout_seconds,
-                        })
-                        .await
-                        .map_err(|e| send_error(e, &instance_id))?
-                }
-            };
-            super::record(STEP, status).command_id = Some(id.clone());
-            writer.save(status).await?;
-            id
-        }
+    let prepare = || async {
+        sc.check_bucket(&bucket).await?;
+        let urls = sc
+            .aws
+            .store
+            .presign(
+                &[
+                    Presign::Put { bucket: bucket.clone(), key: volatile_key.clone() },
+                    Presign::Put { bucket: bucket.clone(), key: symbols_key.clone() },
+                ],
+                sc.ctx.config.url_ttl(),
+                &format!("fc-{}-volatile", &sc.uid[..8.min(sc.uid.len())]),
+            )
+            .await
+            .map_err(|e| StepError::aws(e, &instance_id, "PresignFailed"))?;
+        acquisition::command_lines(acquisition::VOLATILE_SCRIPT, &[("FC_VOLATILE_URL", &urls[0]), ("FC_SYMBOLS_URL", &urls[1])])
+            .map_err(|e| StepError::failed("InvalidCommand", e.to_string()))
     };
-
-    let invocation = sc.aws.ssm.invocation(&command_id, &instance_id).await.map_err(|e| StepError::aws(e, &instance_id, "CommandFailed"))?;
-    let stdout = match &invocation {
-        Invocation::Running => return Ok(Progress::Wait(POLL)),
-        Invocation::Succeeded { stdout } => stdout.clone(),
-        other => return Err(invocation_failure(STEP, &instance_id, &command_id, other)),
+    let command_id = command::ensure(sc, STEP, status, writer, sc.ctx.config.volatile_timeout_seconds, prepare).await?;
+    let Some(stdout) = command::output(sc, STEP, &command_id).await? else {
+        return Ok(Progress::Wait(POLL));
     };
     for (name, key, kind) in [("volatile", &volatile_key, ArtifactType::VolatileData), ("symbols", &symbols_key, ArtifactType::KernelSymbols)] {
         let artifact = verified_artifact(sc, &stdout, name, &bucket, key, kind).await?;
@@ -82,14 +49,6 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
     }
     super::end(STEP, status, StepState::Succeeded, None, None);
     Ok(Progress::Continue)
-}
-
-/// SendCommand refused: an instance that is not a managed node is a step failure with its own reason.
-pub fn send_error(error: crate::aws::AwsError, instance_id: &str) -> StepError {
-    if error.code == "InvalidInstanceId" {
-        return StepError::failed("NotSsmManaged", format!("instance {instance_id}: {error}"));
-    }
-    StepError::aws(error, instance_id, "CommandFailed")
 }
 
 /// Checks an uploaded archive against what the instance reported, by downloading and hashing it.
@@ -123,11 +82,4 @@ async fn verified_artifact(
         state: "Available".into(),
         source_volume_id: None,
     })
-}
-
-pub fn upsert_artifact(status: &mut ForensicCaptureStatus, artifact: Artifact) {
-    match status.artifacts.iter_mut().find(|a| a.name == artifact.name) {
-        Some(existing) => *existing = artifact,
-        None => status.artifacts.push(artifact),
-    }
 }
