@@ -64,7 +64,18 @@ async fn capture_with_kills(prefix: &str, kill: KillWhen) {
     let snapshots = ec2.describe_snapshots().filters(by_uid.clone()).send().await.unwrap();
     assert_eq!(snapshots.snapshots().len(), 2, "one snapshot set");
     let groups = ec2.describe_security_groups().filters(by_uid).send().await.unwrap();
-    assert_eq!(groups.security_groups().len(), 1, "one isolation group");
+    let mut roles: Vec<String> = groups
+        .security_groups()
+        .iter()
+        .flat_map(|g| g.tags())
+        .filter(|t| t.key() == Some("forensic-capture.dev/role"))
+        .filter_map(|t| t.value().map(String::from))
+        .collect();
+    roles.sort();
+    assert_eq!(roles, vec!["isolation", "transition"], "one isolation group and one transition group");
+    let actions: Vec<(String, String)> =
+        status.isolation.as_ref().unwrap().actions.iter().map(|a| (a.name.clone(), a.state.clone())).collect();
+    assert_eq!(actions.len(), 5, "each containment action recorded once: {actions:?}");
 
     let kinds: Vec<ArtifactType> = status.artifacts.iter().map(|a| a.kind).collect();
     for kind in [ArtifactType::MemoryImage, ArtifactType::VolatileData, ArtifactType::KernelSymbols] {

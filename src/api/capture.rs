@@ -377,19 +377,105 @@ impl StepState {
     }
 }
 
-/// Containment record: what was applied and what was there before.
+/// Containment record: what was applied and what was there before, so it can be released.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct IsolationRecord {
     /// The isolation security group (no egress, ingress only from allowIngressCidrs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_group_id: Option<String>,
+    /// The allow-all group each interface passes through first, so connections tracked under the old rules
+    /// become untracked and are then cut by the isolation group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transition_group_id: Option<String>,
     /// Security groups of each network interface before isolation, recorded before the change.
     #[serde(default)]
     pub previous: Vec<InterfaceGroups>,
+    /// Termination settings before the safeguards were applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination: Option<TerminationRecord>,
+    /// Auto Scaling membership before the instance was taken out of service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_scaling: Option<AutoScalingRecord>,
+    /// Load balancer target groups the instance was registered in, before deregistration.
+    #[serde(default)]
+    pub target_groups: Vec<TargetRegistration>,
+    /// Each containment action in playbook order, with its outcome.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub actions: Vec<ContainmentAction>,
     /// When isolation was complete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_at: Option<Time>,
+}
+
+/// Termination settings as they were.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TerminationRecord {
+    /// DisableApiTermination before.
+    pub disable_api_termination: bool,
+    /// InstanceInitiatedShutdownBehavior before (stop or terminate).
+    pub shutdown_behavior: String,
+    /// DeleteOnTermination of each attached EBS volume before.
+    #[serde(default)]
+    pub volumes: Vec<VolumeTermination>,
+}
+
+/// One attached volume's DeleteOnTermination flag.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeTermination {
+    /// Device name, for example /dev/xvda.
+    pub device_name: String,
+    /// EBS volume ID.
+    pub volume_id: String,
+    /// Whether the volume was deleted with the instance.
+    pub delete_on_termination: bool,
+}
+
+/// Auto Scaling membership as it was.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoScalingRecord {
+    /// Auto Scaling group name.
+    pub group_name: String,
+    /// Lifecycle state before (InService, ...).
+    pub lifecycle_state: String,
+    /// Scale-in protection before.
+    pub protected_from_scale_in: bool,
+    /// Desired capacity before; Standby with decrement lowers it by one, on record.
+    pub desired_capacity: i32,
+}
+
+/// A target group registration as it was.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetRegistration {
+    /// Target group ARN.
+    pub target_group_arn: String,
+    /// Registered port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+}
+
+/// One containment action and its outcome.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainmentAction {
+    /// TerminationSafeguards, InstanceTags, AutoScaling, LoadBalancers or SecurityGroups.
+    pub name: String,
+    /// Applied, Failed or NotNeeded.
+    pub state: String,
+    /// Stable reason when Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What was done, or the AWS error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the action reached this state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Time>,
 }
 
 /// A network interface and its security groups.

@@ -36,6 +36,15 @@ pub struct InterfaceInfo {
     pub security_group_ids: Vec<String>,
 }
 
+/// Termination-related settings of an instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TerminationSettings {
+    pub disable_api_termination: bool,
+    pub shutdown_behavior: String,
+    /// (device name, volume ID, delete on termination)
+    pub volumes: Vec<(String, String, bool)>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct SnapshotInfo {
     pub snapshot_id: String,
@@ -66,6 +75,12 @@ pub trait Ec2Api: Send + Sync {
     ) -> impl Future<Output = Result<String, AwsError>> + Send;
     fn ensure_isolation_rules(&self, group_id: &str, allow_ingress_cidrs: &[String]) -> impl Future<Output = Result<(), AwsError>> + Send;
     fn set_interface_groups(&self, network_interface_id: &str, group_ids: &[String]) -> impl Future<Output = Result<(), AwsError>> + Send;
+    fn termination_settings(&self, instance_id: &str) -> impl Future<Output = Result<TerminationSettings, AwsError>> + Send;
+    /// DisableApiTermination, shutdown behaviour `stop`, DeleteOnTermination=false on the named devices.
+    fn apply_termination_safeguards(&self, instance_id: &str, devices: &[String]) -> impl Future<Output = Result<(), AwsError>> + Send;
+    fn tag(&self, resource_id: &str, tags: &[(String, String)]) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// The allow-all group used for the first half of the two-step swap: found by tag, or created.
+    fn transition_group(&self, vpc_id: &str, name: &str, tags: &[(String, String)]) -> impl Future<Output = Result<String, AwsError>> + Send;
 }
 
 #[derive(Clone)]
@@ -91,7 +106,153 @@ fn snapshot_info(s: &aws_sdk_ec2::types::Snapshot) -> Option<SnapshotInfo> {
     })
 }
 
+fn attribute_error(e: aws_sdk_ec2::error::SdkError<aws_sdk_ec2::operation::describe_instance_attribute::DescribeInstanceAttributeError>) -> AwsError {
+    AwsError::from_sdk("ec2:DescribeInstanceAttribute", e)
+}
+
+fn modify_error(e: aws_sdk_ec2::error::SdkError<aws_sdk_ec2::operation::modify_instance_attribute::ModifyInstanceAttributeError>) -> AwsError {
+    AwsError::from_sdk("ec2:ModifyInstanceAttribute", e)
+}
+
 impl Ec2Api for SdkEc2 {
+    async fn termination_settings(&self, instance_id: &str) -> Result<TerminationSettings, AwsError> {
+        use aws_sdk_ec2::types::InstanceAttributeName;
+        let protection = self
+            .0
+            .describe_instance_attribute()
+            .instance_id(instance_id)
+            .attribute(InstanceAttributeName::DisableApiTermination)
+            .send()
+            .await
+            .map_err(attribute_error)?;
+        let shutdown = self
+            .0
+            .describe_instance_attribute()
+            .instance_id(instance_id)
+            .attribute(InstanceAttributeName::InstanceInitiatedShutdownBehavior)
+            .send()
+            .await
+            .map_err(attribute_error)?;
+        let described = self
+            .0
+            .describe_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:DescribeInstances", e))?;
+        let volumes = described
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .flat_map(|i| i.block_device_mappings())
+            .filter_map(|m| {
+                let ebs = m.ebs()?;
+                Some((m.device_name()?.to_string(), ebs.volume_id()?.to_string(), ebs.delete_on_termination().unwrap_or(false)))
+            })
+            .collect();
+        Ok(TerminationSettings {
+            disable_api_termination: protection.disable_api_termination().and_then(|v| v.value()).unwrap_or(false),
+            shutdown_behavior: shutdown.instance_initiated_shutdown_behavior().and_then(|v| v.value()).unwrap_or("stop").to_string(),
+            volumes,
+        })
+    }
+
+    async fn apply_termination_safeguards(&self, instance_id: &str, devices: &[String]) -> Result<(), AwsError> {
+        use aws_sdk_ec2::types::{AttributeBooleanValue, AttributeValue, EbsInstanceBlockDeviceSpecification, InstanceBlockDeviceMappingSpecification};
+        self.0
+            .modify_instance_attribute()
+            .instance_id(instance_id)
+            .disable_api_termination(AttributeBooleanValue::builder().value(true).build())
+            .send()
+            .await
+            .map_err(modify_error)?;
+        self.0
+            .modify_instance_attribute()
+            .instance_id(instance_id)
+            .instance_initiated_shutdown_behavior(AttributeValue::builder().value("stop").build())
+            .send()
+            .await
+            .map_err(modify_error)?;
+        if !devices.is_empty() {
+            let mappings = devices
+                .iter()
+                .map(|d| {
+                    InstanceBlockDeviceMappingSpecification::builder()
+                        .device_name(d)
+                        .ebs(EbsInstanceBlockDeviceSpecification::builder().delete_on_termination(false).build())
+                        .build()
+                })
+                .collect();
+            self.0
+                .modify_instance_attribute()
+                .instance_id(instance_id)
+                .set_block_device_mappings(Some(mappings))
+                .send()
+                .await
+                .map_err(modify_error)?;
+        }
+        Ok(())
+    }
+
+    async fn tag(&self, resource_id: &str, tags: &[(String, String)]) -> Result<(), AwsError> {
+        self.0
+            .create_tags()
+            .resources(resource_id)
+            .set_tags(Some(tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:CreateTags", e))?;
+        Ok(())
+    }
+
+    async fn transition_group(&self, vpc_id: &str, name: &str, group_tags: &[(String, String)]) -> Result<String, AwsError> {
+        let uid = group_tags.iter().find(|(k, _)| k == tags::CAPTURE_UID).map(|(_, v)| v.clone()).unwrap_or_default();
+        let found = self
+            .0
+            .describe_security_groups()
+            .filters(Filter::builder().name("vpc-id").values(vpc_id).build())
+            .filters(tag_filter(tags::CAPTURE_UID, &uid))
+            .filters(tag_filter(tags::ROLE, "transition"))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:DescribeSecurityGroups", e))?;
+        let group_id = match found.security_groups().first().and_then(|g| g.group_id()) {
+            Some(id) => id.to_string(),
+            None => self
+                .0
+                .create_security_group()
+                .vpc_id(vpc_id)
+                .group_name(name)
+                .description("forensic-capture: allow-all step of the two-step swap, so tracked connections become untracked")
+                .tag_specifications(tag_spec(ResourceType::SecurityGroup, group_tags))
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("ec2:CreateSecurityGroup", e))?
+                .group_id()
+                .unwrap_or_default()
+                .to_string(),
+        };
+        // New groups allow all egress already; ingress from anywhere is added once (a duplicate is harmless).
+        let described = self
+            .0
+            .describe_security_groups()
+            .group_ids(&group_id)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:DescribeSecurityGroups", e))?;
+        let has_ingress = described.security_groups().first().is_some_and(|g| !g.ip_permissions().is_empty());
+        if !has_ingress {
+            self.0
+                .authorize_security_group_ingress()
+                .group_id(&group_id)
+                .ip_permissions(IpPermission::builder().ip_protocol("-1").ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build()).build())
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("ec2:AuthorizeSecurityGroupIngress", e))?;
+        }
+        Ok(group_id)
+    }
+
     async fn describe_instance(&self, instance_id: &str) -> Result<Option<InstanceInfo>, AwsError> {
         let result = self.0.describe_instances().instance_ids(instance_id).send().await;
         let output = match result {

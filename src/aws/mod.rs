@@ -1,6 +1,8 @@
 //! AWS behind narrow interfaces, implemented on the SDK clients.
 
+pub mod autoscaling;
 pub mod ec2;
+pub mod elbv2;
 pub mod error;
 pub mod s3;
 pub mod ssm;

@@ -20,7 +20,7 @@ use kube::{
 
 use crate::{
     api::ForensicCapture,
-    aws::{ec2::SdkEc2, s3::SdkEvidenceStore, ssm::SdkSsm},
+    aws::{autoscaling::SdkAutoScaling, ec2::SdkEc2, elbv2::SdkLoadBalancing, s3::SdkEvidenceStore, ssm::SdkSsm},
 };
 pub use config::Config;
 
@@ -33,8 +33,8 @@ pub struct RegionClients {
     pub ec2: SdkEc2,
     pub ssm: SdkSsm,
     pub store: SdkEvidenceStore,
-    pub account_id: Arc<tokio::sync::OnceCell<Option<String>>>,
-    pub sts: aws_sdk_sts::Client,
+    pub autoscaling: SdkAutoScaling,
+    pub elbv2: SdkLoadBalancing,
 }
 
 pub struct Context {
@@ -73,17 +73,16 @@ impl Context {
             .or_insert_with(|| {
                 let config = self.base_aws.to_builder().region(aws_config::Region::new(region.to_string())).build();
                 let s3_config = aws_sdk_s3::config::Builder::from(&config).force_path_style(self.config.s3_force_path_style).build();
-                let sts = aws_sdk_sts::Client::new(&config);
                 RegionClients {
                     ec2: SdkEc2(aws_sdk_ec2::Client::new(&config)),
                     ssm: SdkSsm(aws_sdk_ssm::Client::new(&config)),
                     store: SdkEvidenceStore {
                         s3: aws_sdk_s3::Client::from_conf(s3_config),
-                        sts: sts.clone(),
+                        sts: aws_sdk_sts::Client::new(&config),
                         presign_role_arn: self.config.presign_role_arn.clone(),
                     },
-                    account_id: Arc::new(tokio::sync::OnceCell::new()),
-                    sts,
+                    autoscaling: SdkAutoScaling(aws_sdk_autoscaling::Client::new(&config)),
+                    elbv2: SdkLoadBalancing(aws_sdk_elasticloadbalancingv2::Client::new(&config)),
                 }
             })
             .clone()

@@ -1,58 +1,232 @@
-//! Baseline isolation: one tagged security group for this capture in the instance's VPC (no egress, ingress
-//! only from allowIngressCidrs), applied to every network interface after the prior groups are recorded.
+//! Containment, in the AWS incident response playbook order. Each action records the prior state in the
+//! status before it changes anything, so it is idempotent across restarts and can be released later:
+//!   1. TerminationSafeguards: DisableApiTermination, shutdown behaviour stop, DeleteOnTermination=false;
+//!   2. InstanceTags: the capture, the case and the containment state on the instance;
+//!   3. AutoScaling: scale-in protection, then Standby (desired capacity lowered by one, on record);
+//!   4. LoadBalancers: deregistered from every ELBv2 target group that holds it;
+//!   5. SecurityGroups: per interface, an allow-all group first, then the isolation group, so connections
+//!      tracked under the old rules become untracked and are cut.
+//! An action that fails for good (AccessDenied, say) is recorded as Failed and the others still run; the
+//! step then fails with a message naming what was applied and what was not.
 
 use super::{Progress, StepContext, StepError, Writer};
 use crate::{
-    api::{ForensicCaptureStatus, InterfaceGroups, IsolationRecord, StepState},
-    aws::ec2::{Ec2Api, tags},
+    api::{
+        AutoScalingRecord, ContainmentAction, ForensicCaptureStatus, InterfaceGroups, IsolationRecord, StepState, TerminationRecord,
+        VolumeTermination,
+    },
+    aws::{AwsError, ErrorClass, autoscaling::AutoScalingApi, ec2::{Ec2Api, tags}, elbv2::LoadBalancingApi},
     controller::status::now,
     planner::Step,
 };
 
 const STEP: Step = Step::Isolation;
+const ACTIONS: [&str; 5] = ["TerminationSafeguards", "InstanceTags", "AutoScaling", "LoadBalancers", "SecurityGroups"];
+pub const CONTAINMENT_TAG: &str = "forensic-capture.dev/containment";
+
+/// How an action ended, when it did not fail.
+enum Outcome {
+    Applied(String),
+    NotNeeded(String),
+}
 
 pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, writer: &mut Writer<'_>) -> Result<Progress, StepError> {
     if super::start(STEP, status) {
         writer.save(status).await?;
     }
+    for name in ACTIONS {
+        if action(status, name).is_some() {
+            continue; // applied, not needed, or failed for good earlier
+        }
+        let result = match name {
+            "TerminationSafeguards" => termination_safeguards(sc, status, writer).await,
+            "InstanceTags" => instance_tags(sc).await,
+            "AutoScaling" => auto_scaling(sc, status, writer).await,
+            "LoadBalancers" => load_balancers(sc, status, writer).await,
+            _ => security_groups(sc, status, writer).await,
+        };
+        let (state, reason, message) = match result {
+            Ok(Outcome::Applied(m)) => ("Applied", None, m),
+            Ok(Outcome::NotNeeded(m)) => ("NotNeeded", None, m),
+            Err(ActionError::Retry(m)) => return Err(StepError::Retry(m)),
+            Err(ActionError::Failed { reason, message }) => ("Failed", Some(reason), message),
+        };
+        record(status).actions.push(ContainmentAction { name: name.into(), state: state.into(), reason, message: Some(message), at: Some(now()) });
+        writer.save(status).await?;
+    }
+    let actions = &record(status).actions;
+    let failed: Vec<&ContainmentAction> = actions.iter().filter(|a| a.state == "Failed").collect();
+    if !failed.is_empty() {
+        let done: Vec<&str> = actions.iter().filter(|a| a.state != "Failed").map(|a| a.name.as_str()).collect();
+        let missing: Vec<String> =
+            failed.iter().map(|a| format!("{} ({})", a.name, a.message.clone().unwrap_or_default())).collect();
+        return Err(StepError::failed(
+            "ContainmentIncomplete",
+            format!("instance {}: applied {}; not applied: {}", sc.instance_id(), done.join(", "), missing.join("; ")),
+        ));
+    }
+    record(status).applied_at = Some(now());
+    super::end(STEP, status, StepState::Succeeded, None, None);
+    Ok(Progress::Continue)
+}
+
+fn record(status: &mut ForensicCaptureStatus) -> &mut IsolationRecord {
+    status.isolation.get_or_insert_with(IsolationRecord::default)
+}
+
+fn action<'a>(status: &'a ForensicCaptureStatus, name: &str) -> Option<&'a ContainmentAction> {
+    status.isolation.as_ref()?.actions.iter().find(|a| a.name == name)
+}
+
+enum ActionError {
+    Retry(String),
+    Failed { reason: String, message: String },
+}
+
+impl ActionError {
+    fn aws(error: AwsError, instance_id: &str) -> Self {
+        let message = format!("instance {instance_id}: {error}");
+        match error.class() {
+            ErrorClass::Retryable => ActionError::Retry(message),
+            ErrorClass::AccessDenied => ActionError::Failed { reason: "AccessDenied".into(), message },
+            _ => ActionError::Failed { reason: error.code.clone(), message },
+        }
+    }
+}
+
+impl From<StepError> for ActionError {
+    fn from(e: StepError) -> Self {
+        match e {
+            StepError::Retry(m) => ActionError::Retry(m),
+            StepError::Failed { reason, message } | StepError::Abort { reason, message } => ActionError::Failed { reason, message },
+        }
+    }
+}
+
+async fn termination_safeguards(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, writer: &mut Writer<'_>) -> Result<Outcome, ActionError> {
+    let instance_id = sc.instance_id();
+    let aws = |e| ActionError::aws(e, instance_id);
+    if record(status).termination.is_none() {
+        let settings = sc.aws.ec2.termination_settings(instance_id).await.map_err(aws)?;
+        record(status).termination = Some(TerminationRecord {
+            disable_api_termination: settings.disable_api_termination,
+            shutdown_behavior: settings.shutdown_behavior,
+            volumes: settings
+                .volumes
+                .into_iter()
+                .map(|(device_name, volume_id, delete_on_termination)| VolumeTermination { device_name, volume_id, delete_on_termination })
+                .collect(),
+        });
+        writer.save(status).await?;
+    }
+    let devices: Vec<String> = record(status).termination.as_ref().map(|t| t.volumes.iter().map(|v| v.device_name.clone()).collect()).unwrap_or_default();
+    sc.aws.ec2.apply_termination_safeguards(instance_id, &devices).await.map_err(aws)?;
+    Ok(Outcome::Applied(format!(
+        "termination protection on, shutdown behaviour stop, DeleteOnTermination=false on {} volume(s)",
+        devices.len()
+    )))
+}
+
+async fn instance_tags(sc: &StepContext<'_>) -> Result<Outcome, ActionError> {
+    let mut instance_tags = sc.tags();
+    instance_tags.retain(|(k, _)| k != tags::INSTANCE_ID);
+    instance_tags.push((CONTAINMENT_TAG.into(), "isolated".into()));
+    sc.aws.ec2.tag(sc.instance_id(), &instance_tags).await.map_err(|e| ActionError::aws(e, sc.instance_id()))?;
+    Ok(Outcome::Applied(format!("tagged {CONTAINMENT_TAG}=isolated with the capture and case")))
+}
+
+async fn auto_scaling(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, writer: &mut Writer<'_>) -> Result<Outcome, ActionError> {
+    let instance_id = sc.instance_id();
+    let aws = |e| ActionError::aws(e, instance_id);
+    let Some(current) = sc.aws.autoscaling.membership(instance_id).await.map_err(aws)? else {
+        return Ok(Outcome::NotNeeded("not in an Auto Scaling group".into()));
+    };
+    if record(status).auto_scaling.is_none() {
+        record(status).auto_scaling = Some(AutoScalingRecord {
+            group_name: current.group_name.clone(),
+            lifecycle_state: current.lifecycle_state.clone(),
+            protected_from_scale_in: current.protected_from_scale_in,
+            desired_capacity: current.desired_capacity,
+        });
+        writer.save(status).await?;
+    }
+    let in_service = current.lifecycle_state == "InService";
+    sc.aws.autoscaling.protect_and_standby(&current.group_name, instance_id, in_service).await.map_err(aws)?;
+    Ok(Outcome::Applied(format!(
+        "scale-in protection on and Standby in {} (desired capacity {} -> {})",
+        current.group_name,
+        current.desired_capacity,
+        if in_service { current.desired_capacity - 1 } else { current.desired_capacity }
+    )))
+}
+
+async fn load_balancers(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, writer: &mut Writer<'_>) -> Result<Outcome, ActionError> {
+    let instance_id = sc.instance_id();
+    let aws = |e| ActionError::aws(e, instance_id);
+    let current = sc.aws.elbv2.registrations(instance_id).await.map_err(aws)?;
+    let recorded = &mut record(status).target_groups;
+    let new: Vec<_> = current.iter().filter(|r| !recorded.contains(r)).cloned().collect();
+    if !new.is_empty() {
+        recorded.extend(new);
+        writer.save(status).await?;
+    }
+    for registration in &current {
+        sc.aws.elbv2.deregister(registration, instance_id).await.map_err(aws)?;
+    }
+    let all = &record(status).target_groups;
+    if all.is_empty() {
+        return Ok(Outcome::NotNeeded("not registered in any target group".into()));
+    }
+    Ok(Outcome::Applied(format!("deregistered from {} target group(s)", all.len())))
+}
+
+async fn security_groups(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, writer: &mut Writer<'_>) -> Result<Outcome, ActionError> {
     let instance_id = sc.instance_id().to_string();
     let ec2 = &sc.aws.ec2;
-    let vpc_id = sc
-        .target
-        .vpc_id
-        .clone()
-        .ok_or_else(|| StepError::failed("NoVpc", format!("instance {instance_id} is not in a VPC; security groups cannot isolate it")))?;
-    let aws_err = |e| StepError::aws(e, &instance_id, "IsolationFailed");
+    let aws = |e| ActionError::aws(e, &instance_id);
+    let vpc_id = sc.target.vpc_id.clone().ok_or_else(|| ActionError::Failed {
+        reason: "NoVpc".into(),
+        message: format!("instance {instance_id} is not in a VPC; security groups cannot isolate it"),
+    })?;
+    let mut group_tags = sc.tags();
+    group_tags.push(("Name".into(), format!("forensic-capture {}", sc.capture.spec.case_id)));
 
-    let group_id = match status.isolation.as_ref().and_then(|i| i.security_group_id.clone()) {
+    let isolation = match record(status).security_group_id.clone() {
         Some(id) => id,
         None => {
-            let id = match ec2.isolation_group(&vpc_id, &sc.uid).await.map_err(aws_err)? {
+            let id = match ec2.isolation_group(&vpc_id, &sc.uid).await.map_err(aws)? {
                 Some(id) => id,
                 None => {
-                    let mut group_tags = sc.tags();
-                    group_tags.push((tags::ROLE.into(), "isolation".into()));
-                    group_tags.push(("Name".into(), format!("forensic-capture isolation {}", sc.capture.spec.case_id)));
-                    ec2.create_isolation_group(&vpc_id, &format!("forensic-capture-isolation-{}", sc.uid), &group_tags)
-                        .await
-                        .map_err(aws_err)?
+                    let mut t = group_tags.clone();
+                    t.push((tags::ROLE.into(), "isolation".into()));
+                    ec2.create_isolation_group(&vpc_id, &format!("forensic-capture-isolation-{}", sc.uid), &t).await.map_err(aws)?
                 }
             };
-            status.isolation.get_or_insert_with(IsolationRecord::default).security_group_id = Some(id.clone());
+            record(status).security_group_id = Some(id.clone());
             writer.save(status).await?;
             id
         }
     };
-    ec2.ensure_isolation_rules(&group_id, &sc.capture.spec.isolation.allow_ingress_cidrs).await.map_err(aws_err)?;
+    ec2.ensure_isolation_rules(&isolation, &sc.capture.spec.isolation.allow_ingress_cidrs).await.map_err(aws)?;
+    let transition = match record(status).transition_group_id.clone() {
+        Some(id) => id,
+        None => {
+            let mut t = group_tags.clone();
+            t.push((tags::ROLE.into(), "transition".into()));
+            let id = ec2.transition_group(&vpc_id, &format!("forensic-capture-transition-{}", sc.uid), &t).await.map_err(aws)?;
+            record(status).transition_group_id = Some(id.clone());
+            writer.save(status).await?;
+            id
+        }
+    };
 
-    let info = ec2.describe_instance(&instance_id).await.map_err(aws_err)?.ok_or_else(|| StepError::Abort {
+    let info = ec2.describe_instance(&instance_id).await.map_err(aws)?.ok_or_else(|| ActionError::Failed {
         reason: "InstanceNotFound".into(),
         message: format!("instance {instance_id} disappeared before isolation"),
     })?;
     // The prior groups are recorded once, before the first change, so release can restore them.
-    let record = status.isolation.get_or_insert_with(IsolationRecord::default);
-    if record.previous.is_empty() {
-        record.previous = info
+    if record(status).previous.is_empty() {
+        record(status).previous = info
             .interfaces
             .iter()
             .map(|i| InterfaceGroups { network_interface_id: i.network_interface_id.clone(), security_group_ids: i.security_group_ids.clone() })
@@ -60,11 +234,12 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
         writer.save(status).await?;
     }
     for interface in &info.interfaces {
-        if interface.security_group_ids != [group_id.clone()] {
-            ec2.set_interface_groups(&interface.network_interface_id, std::slice::from_ref(&group_id)).await.map_err(aws_err)?;
+        if interface.security_group_ids == [isolation.clone()] {
+            continue;
         }
+        let eni = &interface.network_interface_id;
+        ec2.set_interface_groups(eni, std::slice::from_ref(&transition)).await.map_err(aws)?;
+        ec2.set_interface_groups(eni, std::slice::from_ref(&isolation)).await.map_err(aws)?;
     }
-    status.isolation.get_or_insert_with(IsolationRecord::default).applied_at = Some(now());
-    super::end(STEP, status, StepState::Succeeded, None, None);
-    Ok(Progress::Continue)
+    Ok(Outcome::Applied(format!("{} interface(s) moved through {transition} to {isolation}", info.interfaces.len())))
 }

@@ -1,0 +1,179 @@
+//! Containment against moto: Auto Scaling, load balancers, termination safeguards, the two-step security
+//! group swap, and the prior state recorded in status.
+
+mod support;
+
+use aws_sdk_autoscaling::types::LaunchTemplateSpecification;
+use aws_sdk_ec2::types::{InstanceType, RequestLaunchTemplateData};
+use aws_sdk_elasticloadbalancingv2::types::{ProtocolEnum, TargetDescription, TargetTypeEnum};
+use forensic_capture::api::Phase;
+use support::fixtures::{CaptureEnv, capture_yaml};
+
+struct Fleet {
+    group_name: String,
+    target_group_arn: String,
+    instances: Vec<String>,
+}
+
+/// An Auto Scaling group of two in a fresh VPC, both instances registered in one target group on port 80.
+async fn fleet_behind_a_load_balancer() -> Fleet {
+    let stack = support::stack();
+    let aws = stack.aws().await;
+    let ec2 = aws_sdk_ec2::Client::new(&aws);
+    let asg = aws_sdk_autoscaling::Client::new(&aws);
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&aws);
+    let vpc = ec2.create_vpc().cidr_block("10.30.0.0/16").send().await.unwrap().vpc().unwrap().vpc_id().unwrap().to_string();
+    let subnet = ec2
+        .create_subnet()
+        .vpc_id(&vpc)
+        .cidr_block("10.30.1.0/24")
+        .availability_zone(format!("{}a", stack.region()))
+        .send()
+        .await
+        .unwrap()
+        .subnet()
+        .unwrap()
+        .subnet_id()
+        .unwrap()
+        .to_string();
+    let image = ec2
+        .describe_images()
+        .owners("amazon")
+        .send()
+        .await
+        .unwrap()
+        .images()
+        .iter()
+        .find(|i| i.architecture().map(|a| a.as_str()) == Some("x86_64") && i.platform().is_none())
+        .and_then(|i| i.image_id().map(String::from))
+        .unwrap();
+    let template_name = support::unique("web");
+    ec2.create_launch_template()
+        .launch_template_name(&template_name)
+        .launch_template_data(RequestLaunchTemplateData::builder().image_id(image).instance_type(InstanceType::T3Micro).build())
+        .send()
+        .await
+        .unwrap();
+    let group_name = support::unique("web-asg");
+    asg.create_auto_scaling_group()
+        .auto_scaling_group_name(&group_name)
+        .launch_template(LaunchTemplateSpecification::builder().launch_template_name(&template_name).version("$Latest").build())
+        .min_size(1)
+        .max_size(4)
+        .desired_capacity(2)
+        .vpc_zone_identifier(&subnet)
+        .send()
+        .await
+        .unwrap();
+    let described = asg.describe_auto_scaling_groups().auto_scaling_group_names(&group_name).send().await.unwrap();
+    let instances: Vec<String> =
+        described.auto_scaling_groups()[0].instances().iter().filter_map(|i| i.instance_id().map(String::from)).collect();
+    assert_eq!(instances.len(), 2);
+    let target_group_arn = elb
+        .create_target_group()
+        .name(support::unique("tg").chars().take(32).collect::<String>())
+        .protocol(ProtocolEnum::Http)
+        .port(80)
+        .vpc_id(&vpc)
+        .target_type(TargetTypeEnum::Instance)
+        .send()
+        .await
+        .unwrap()
+        .target_groups()[0]
+        .target_group_arn()
+        .unwrap()
+        .to_string();
+    for id in &instances {
+        elb.register_targets().target_group_arn(&target_group_arn).targets(TargetDescription::builder().id(id).port(80).build()).send().await.unwrap();
+    }
+    Fleet { group_name, target_group_arn, instances }
+}
+
+#[tokio::test]
+async fn containment_takes_the_instance_out_of_its_group_and_load_balancer_and_guards_it() {
+    let stack = support::stack();
+    let aws = stack.aws().await;
+    let ec2 = aws_sdk_ec2::Client::new(&aws);
+    let asg = aws_sdk_autoscaling::Client::new(&aws);
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&aws);
+    let fleet = fleet_behind_a_load_balancer().await;
+    let target = fleet.instances[0].clone();
+    let env = CaptureEnv::new("contain").await;
+    let _controller = env.start_controller("contain");
+    env.apply(&capture_yaml("contain", &target, "  memory: {enabled: false}\n  volatile: {enabled: false}\n  isolation:\n    allowIngressCidrs: [203.0.113.7/32]\n"))
+        .await;
+    let capture = env.wait_completed("contain").await;
+    let status = capture.status.clone().unwrap();
+    assert_eq!(status.phase, Some(Phase::Isolated), "{status:#?}");
+    let record = status.isolation.clone().unwrap();
+
+    // Auto Scaling: the instance is protected and in Standby; the group launched no replacement.
+    let group = asg.describe_auto_scaling_groups().auto_scaling_group_names(&fleet.group_name).send().await.unwrap();
+    let group = &group.auto_scaling_groups()[0];
+    assert_eq!(group.instances().len(), 2, "no replacement launched, none terminated");
+    let member = group.instances().iter().find(|i| i.instance_id() == Some(target.as_str())).unwrap();
+    assert_eq!(member.lifecycle_state().map(|s| s.as_str()), Some("Standby"));
+    assert_eq!(member.protected_from_scale_in(), Some(true));
+    assert_eq!(group.desired_capacity(), Some(1), "capacity lowered by one, on record");
+    let asg_record = record.auto_scaling.clone().unwrap();
+    assert_eq!((asg_record.lifecycle_state.as_str(), asg_record.desired_capacity, asg_record.protected_from_scale_in), ("InService", 2, false));
+
+    // Load balancer: no longer a target; the other instance still is.
+    let health = elb.describe_target_health().target_group_arn(&fleet.target_group_arn).send().await.unwrap();
+    let targets: Vec<&str> = health.target_health_descriptions().iter().filter_map(|d| d.target().and_then(|t| t.id())).collect();
+    assert_eq!(targets, vec![fleet.instances[1].as_str()]);
+    assert_eq!(record.target_groups.len(), 1);
+    assert_eq!(record.target_groups[0].target_group_arn, fleet.target_group_arn);
+    assert_eq!(record.target_groups[0].port, Some(80));
+
+    // Termination safeguards.
+    let err = ec2.terminate_instances().instance_ids(&target).send().await.expect_err("termination is refused");
+    assert_eq!(err.as_service_error().and_then(|e| aws_sdk_ec2::error::ProvideErrorMetadata::code(e)), Some("OperationNotPermitted"));
+    let described = ec2.describe_instances().instance_ids(&target).send().await.unwrap();
+    let instance = &described.reservations()[0].instances()[0];
+    assert!(!instance.block_device_mappings().is_empty());
+    for mapping in instance.block_device_mappings() {
+        assert_eq!(mapping.ebs().and_then(|e| e.delete_on_termination()), Some(false), "{:?}", mapping.device_name());
+    }
+    let shutdown = ec2
+        .describe_instance_attribute()
+        .instance_id(&target)
+        .attribute(aws_sdk_ec2::types::InstanceAttributeName::InstanceInitiatedShutdownBehavior)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(shutdown.instance_initiated_shutdown_behavior().and_then(|v| v.value()), Some("stop"));
+    let termination = record.termination.clone().unwrap();
+    assert!(!termination.disable_api_termination, "prior state recorded");
+    assert!(termination.volumes.iter().all(|v| v.delete_on_termination), "prior DeleteOnTermination recorded");
+
+    // Network: only the isolation group on every interface; the prior groups and the transition group recorded.
+    let isolation = record.security_group_id.clone().unwrap();
+    for eni in instance.network_interfaces() {
+        let groups: Vec<&str> = eni.groups().iter().filter_map(|g| g.group_id()).collect();
+        assert_eq!(groups, vec![isolation.as_str()]);
+    }
+    assert!(record.transition_group_id.is_some());
+    assert!(!record.previous.is_empty() && !record.previous[0].security_group_ids.contains(&isolation));
+
+    // Tags and the action log.
+    let tags: Vec<(String, String)> =
+        instance.tags().iter().map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string())).collect();
+    assert!(tags.contains(&("forensic-capture.dev/containment".into(), "isolated".into())));
+    assert!(tags.contains(&("forensic-capture.dev/case-id".into(), "INC-4711".into())));
+    let actions: Vec<(&str, &str)> = record.actions.iter().map(|a| (a.name.as_str(), a.state.as_str())).collect();
+    assert_eq!(
+        actions,
+        vec![
+            ("TerminationSafeguards", "Applied"),
+            ("InstanceTags", "Applied"),
+            ("AutoScaling", "Applied"),
+            ("LoadBalancers", "Applied"),
+            ("SecurityGroups", "Applied")
+        ]
+    );
+
+    // The untouched sibling keeps serving.
+    let sibling = ec2.describe_instances().instance_ids(&fleet.instances[1]).send().await.unwrap();
+    assert_eq!(sibling.reservations()[0].instances()[0].state().and_then(|s| s.name()).map(|n| n.as_str()), Some("running"));
+}
