@@ -7,9 +7,9 @@ use serde_json::json;
 
 #[test]
 fn committed_crd_matches_the_generated_one() {
-    let committed = std::fs::read_to_string(support::repo_root().join("crds/forensic-capture.dev_forensiccaptures.yaml")).unwrap();
+    let committed = std::fs::read_to_string(support::repo_root().join("crds/forensic-capture.dev.yaml")).unwrap();
     let generated = forensic_capture::crd::yaml();
-    assert!(committed == generated, "crds/ is stale: run `cargo run -- crd > crds/forensic-capture.dev_forensiccaptures.yaml`");
+    assert!(committed == generated, "crds/ is stale: run `cargo run -- crd > crds/forensic-capture.dev.yaml`");
 }
 
 async fn setup() -> (kube::Api<forensic_capture::api::ForensicCapture>, String) {

@@ -2,5 +2,7 @@
 
 mod capture;
 pub mod conditions;
+mod release;
 
 pub use capture::*;
+pub use release::*;

@@ -17,6 +17,8 @@ pub trait AutoScalingApi: Send + Sync {
     /// Scale-in protection, then Standby with the desired capacity lowered by one, so the group neither
     /// terminates the instance nor launches a replacement.
     fn protect_and_standby(&self, group_name: &str, instance_id: &str, in_service: bool) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// Back in service (when in Standby; the desired capacity rises by one again) with the recorded protection.
+    fn restore(&self, group_name: &str, instance_id: &str, exit_standby: bool, protected_from_scale_in: bool) -> impl Future<Output = Result<(), AwsError>> + Send;
 }
 
 #[derive(Clone)]
@@ -68,6 +70,27 @@ impl AutoScalingApi for SdkAutoScaling {
                 .await
                 .map_err(|e| AwsError::from_sdk("autoscaling:EnterStandby", e))?;
         }
+        Ok(())
+    }
+
+    async fn restore(&self, group_name: &str, instance_id: &str, exit_standby: bool, protected_from_scale_in: bool) -> Result<(), AwsError> {
+        if exit_standby {
+            self.0
+                .exit_standby()
+                .auto_scaling_group_name(group_name)
+                .instance_ids(instance_id)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("autoscaling:ExitStandby", e))?;
+        }
+        self.0
+            .set_instance_protection()
+            .auto_scaling_group_name(group_name)
+            .instance_ids(instance_id)
+            .protected_from_scale_in(protected_from_scale_in)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("autoscaling:SetInstanceProtection", e))?;
         Ok(())
     }
 }

@@ -76,8 +76,9 @@ pub trait Ec2Api: Send + Sync {
     fn ensure_isolation_rules(&self, group_id: &str, allow_ingress_cidrs: &[String]) -> impl Future<Output = Result<(), AwsError>> + Send;
     fn set_interface_groups(&self, network_interface_id: &str, group_ids: &[String]) -> impl Future<Output = Result<(), AwsError>> + Send;
     fn termination_settings(&self, instance_id: &str) -> impl Future<Output = Result<TerminationSettings, AwsError>> + Send;
-    /// DisableApiTermination, shutdown behaviour `stop`, DeleteOnTermination=false on the named devices.
-    fn apply_termination_safeguards(&self, instance_id: &str, devices: &[String]) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// Sets DisableApiTermination, the shutdown behaviour and each volume's DeleteOnTermination: containment
+    /// sets true / stop / false, release puts back what was recorded.
+    fn set_termination_settings(&self, instance_id: &str, settings: &TerminationSettings) -> impl Future<Output = Result<(), AwsError>> + Send;
     fn tag(&self, resource_id: &str, tags: &[(String, String)]) -> impl Future<Output = Result<(), AwsError>> + Send;
     /// The allow-all group used for the first half of the two-step swap: found by tag, or created.
     fn transition_group(&self, vpc_id: &str, name: &str, tags: &[(String, String)]) -> impl Future<Output = Result<String, AwsError>> + Send;
@@ -157,29 +158,30 @@ impl Ec2Api for SdkEc2 {
         })
     }
 
-    async fn apply_termination_safeguards(&self, instance_id: &str, devices: &[String]) -> Result<(), AwsError> {
+    async fn set_termination_settings(&self, instance_id: &str, settings: &TerminationSettings) -> Result<(), AwsError> {
         use aws_sdk_ec2::types::{AttributeBooleanValue, AttributeValue, EbsInstanceBlockDeviceSpecification, InstanceBlockDeviceMappingSpecification};
         self.0
             .modify_instance_attribute()
             .instance_id(instance_id)
-            .disable_api_termination(AttributeBooleanValue::builder().value(true).build())
+            .disable_api_termination(AttributeBooleanValue::builder().value(settings.disable_api_termination).build())
             .send()
             .await
             .map_err(modify_error)?;
         self.0
             .modify_instance_attribute()
             .instance_id(instance_id)
-            .instance_initiated_shutdown_behavior(AttributeValue::builder().value("stop").build())
+            .instance_initiated_shutdown_behavior(AttributeValue::builder().value(&settings.shutdown_behavior).build())
             .send()
             .await
             .map_err(modify_error)?;
-        if !devices.is_empty() {
-            let mappings = devices
+        if !settings.volumes.is_empty() {
+            let mappings = settings
+                .volumes
                 .iter()
-                .map(|d| {
+                .map(|(device, _, delete)| {
                     InstanceBlockDeviceMappingSpecification::builder()
-                        .device_name(d)
-                        .ebs(EbsInstanceBlockDeviceSpecification::builder().delete_on_termination(false).build())
+                        .device_name(device)
+                        .ebs(EbsInstanceBlockDeviceSpecification::builder().delete_on_termination(*delete).build())
                         .build()
                 })
                 .collect();

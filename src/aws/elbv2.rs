@@ -11,6 +11,7 @@ pub trait LoadBalancingApi: Send + Sync {
     /// Every target group registration of the instance (by instance ID).
     fn registrations(&self, instance_id: &str) -> impl Future<Output = Result<Vec<TargetRegistration>, AwsError>> + Send;
     fn deregister(&self, registration: &TargetRegistration, instance_id: &str) -> impl Future<Output = Result<(), AwsError>> + Send;
+    fn register(&self, registration: &TargetRegistration, instance_id: &str) -> impl Future<Output = Result<(), AwsError>> + Send;
 }
 
 #[derive(Clone)]
@@ -50,6 +51,18 @@ impl LoadBalancingApi for SdkLoadBalancing {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("elasticloadbalancing:DeregisterTargets", e))?;
+        Ok(())
+    }
+
+    async fn register(&self, registration: &TargetRegistration, instance_id: &str) -> Result<(), AwsError> {
+        let target = TargetDescription::builder().id(instance_id).set_port(registration.port).build();
+        self.0
+            .register_targets()
+            .target_group_arn(&registration.target_group_arn)
+            .targets(target)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("elasticloadbalancing:RegisterTargets", e))?;
         Ok(())
     }
 }

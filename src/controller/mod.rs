@@ -3,6 +3,7 @@
 pub mod config;
 mod lock;
 mod reconcile;
+mod release;
 mod status;
 mod steps;
 
@@ -19,7 +20,7 @@ use kube::{
 };
 
 use crate::{
-    api::ForensicCapture,
+    api::{ContainmentRelease, ForensicCapture},
     aws::{autoscaling::SdkAutoScaling, ec2::SdkEc2, elbv2::SdkLoadBalancing, s3::SdkEvidenceStore, ssm::SdkSsm},
 };
 pub use config::Config;
@@ -93,31 +94,50 @@ fn hostname() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string())
 }
 
-/// Runs the controller until `shutdown` resolves.
+/// Runs both controllers (captures and releases) until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
-    let captures: Api<ForensicCapture> = match &ctx.config.watch_namespace {
-        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-        None => Api::all(ctx.client.clone()),
-    };
-    let concurrency = ctx.config.concurrency;
-    Controller::new(captures, watcher::Config::default().any_semantic())
-        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    let captures: Api<ForensicCapture> = scoped_api(&ctx);
+    let releases: Api<ContainmentRelease> = scoped_api(&ctx);
+    let config = kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency);
+    let capture_controller = Controller::new(captures, watcher::Config::default().any_semantic())
+        .with_config(config.clone())
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile::reconcile, error_policy, ctx.clone())
+        .for_each(log_result);
+    let release_controller = Controller::new(releases, watcher::Config::default().any_semantic())
+        .with_config(config)
         .graceful_shutdown_on(shutdown)
-        .run(reconcile::reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(capture = %object, "reconciled"),
-                Err(kube::runtime::controller::Error::ReconcilerFailed(error, object)) => {
-                    tracing::warn!(capture = %object, %error, "reconcile failed; will retry")
-                }
-                Err(error) => tracing::warn!(%error, "controller stream error"),
-            }
-        })
-        .await;
+        .run(release::reconcile, error_policy, ctx)
+        .for_each(log_result);
+    futures::join!(capture_controller, release_controller);
 }
 
-fn error_policy(_capture: Arc<ForensicCapture>, error: &reconcile::Error, _ctx: Arc<Context>) -> Action {
-    // Retryable trouble (throttling, 5xx, API server conflicts): try again soon; the capture continues.
+fn scoped_api<K>(ctx: &Context) -> Api<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match &ctx.config.watch_namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    }
+}
+
+async fn log_result<K: kube::Resource, E: std::fmt::Display>(
+    result: Result<(kube::runtime::reflector::ObjectRef<K>, Action), kube::runtime::controller::Error<E, kube::runtime::watcher::Error>>,
+) {
+    match result {
+        Ok((object, _)) => tracing::debug!(object = %object, "reconciled"),
+        Err(kube::runtime::controller::Error::ReconcilerFailed(error, object)) => {
+            tracing::warn!(object = %object, %error, "reconcile failed; will retry")
+        }
+        Err(error) => tracing::warn!(%error, "controller stream error"),
+    }
+}
+
+fn error_policy<K>(_object: Arc<K>, error: &reconcile::Error, _ctx: Arc<Context>) -> Action {
+    // Retryable trouble (throttling, 5xx, API server conflicts): try again soon; the work continues.
     tracing::debug!(%error, "requeue after error");
     Action::requeue(Duration::from_secs(5))
 }

@@ -13,16 +13,17 @@ use super::{controller::ControllerProcess, stack, unique};
 
 pub const PRESIGN_ROLE_ARN: &str = "arn:aws:iam::123456789012:role/forensic-capture-presign";
 
+/// Applies the committed CRDs (every document of crds/forensic-capture.dev.yaml) and waits until served.
 pub async fn install_crd(client: &kube::Client) {
-    let yaml = std::fs::read_to_string(super::repo_root().join("crds/forensic-capture.dev_forensiccaptures.yaml")).unwrap();
-    let crd: CustomResourceDefinition = serde_yaml::from_str(&yaml).unwrap();
+    use serde::Deserialize;
+    let yaml = std::fs::read_to_string(super::repo_root().join("crds/forensic-capture.dev.yaml")).unwrap();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch("forensiccaptures.forensic-capture.dev", &PatchParams::apply("forensic-capture-tests").force(), &Patch::Apply(crd))
-        .await
-        .expect("apply the committed CRD");
-    kube::runtime::wait::await_condition(crds, "forensiccaptures.forensic-capture.dev", kube::runtime::wait::conditions::is_crd_established())
-        .await
-        .unwrap();
+    for document in serde_yaml::Deserializer::from_str(&yaml) {
+        let crd = CustomResourceDefinition::deserialize(document).unwrap();
+        let name = crd.metadata.name.clone().unwrap();
+        crds.patch(&name, &PatchParams::apply("forensic-capture-tests").force(), &Patch::Apply(crd)).await.expect("apply the committed CRD");
+        kube::runtime::wait::await_condition(crds.clone(), &name, kube::runtime::wait::conditions::is_crd_established()).await.unwrap();
+    }
 }
 
 pub async fn bucket(s3: &aws_sdk_s3::Client) -> String {

@@ -15,7 +15,12 @@ use crate::{
         AutoScalingRecord, ContainmentAction, ForensicCaptureStatus, InterfaceGroups, IsolationRecord, StepState, TerminationRecord,
         VolumeTermination,
     },
-    aws::{AwsError, ErrorClass, autoscaling::AutoScalingApi, ec2::{Ec2Api, tags}, elbv2::LoadBalancingApi},
+    aws::{
+        AwsError, ErrorClass,
+        autoscaling::AutoScalingApi,
+        ec2::{Ec2Api, TerminationSettings, tags},
+        elbv2::LoadBalancingApi,
+    },
     controller::status::now,
     planner::Step,
 };
@@ -119,12 +124,15 @@ async fn termination_safeguards(sc: &StepContext<'_>, status: &mut ForensicCaptu
         });
         writer.save(status).await?;
     }
-    let devices: Vec<String> = record(status).termination.as_ref().map(|t| t.volumes.iter().map(|v| v.device_name.clone()).collect()).unwrap_or_default();
-    sc.aws.ec2.apply_termination_safeguards(instance_id, &devices).await.map_err(aws)?;
-    Ok(Outcome::Applied(format!(
-        "termination protection on, shutdown behaviour stop, DeleteOnTermination=false on {} volume(s)",
-        devices.len()
-    )))
+    let volumes: Vec<(String, String, bool)> = record(status)
+        .termination
+        .as_ref()
+        .map(|t| t.volumes.iter().map(|v| (v.device_name.clone(), v.volume_id.clone(), false)).collect())
+        .unwrap_or_default();
+    let count = volumes.len();
+    let safeguards = TerminationSettings { disable_api_termination: true, shutdown_behavior: "stop".into(), volumes };
+    sc.aws.ec2.set_termination_settings(instance_id, &safeguards).await.map_err(aws)?;
+    Ok(Outcome::Applied(format!("termination protection on, shutdown behaviour stop, DeleteOnTermination=false on {count} volume(s)")))
 }
 
 async fn instance_tags(sc: &StepContext<'_>) -> Result<Outcome, ActionError> {
