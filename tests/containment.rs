@@ -103,6 +103,77 @@ async fn containment_takes_the_instance_out_of_its_group_and_load_balancer_and_g
     env.apply(&capture_yaml("contain", &target, "  memory: {enabled: false}\n  volatile: {enabled: false}\n  isolation:\n    allowIngressCidrs: [203.0.113.7/32]\n"))
         .await;
     let capture = env.wait_completed("contain").await;
+    let record = assert_contained(&fleet, &target, &capture).await;
+
+    // Release restores all of it, verified by reading AWS state back; releasing twice is harmless.
+    let releases: kube::Api<forensic_capture::api::ContainmentRelease> = kube::Api::namespaced(env.kube.clone(), &env.namespace);
+    for name in ["release-1", "release-2"] {
+        let release: forensic_capture::api::ContainmentRelease = serde_yaml::from_str(&format!(
+            "apiVersion: forensic-capture.dev/v1alpha1\nkind: ContainmentRelease\nmetadata:\n  name: {name}\nspec:\n  captureName: contain\n  reason: host rebuilt, evidence verified\n"
+        ))
+        .unwrap();
+        releases.create(&Default::default(), &release).await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let released = loop {
+            let r = releases.get(name).await.unwrap();
+            if r.status.as_ref().is_some_and(|s| s.released_at.is_some() || s.phase.as_deref() == Some("Failed")) {
+                break r;
+            }
+            assert!(std::time::Instant::now() < deadline, "release {name} did not finish: {:?}", r.status);
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        };
+        let release_status = released.status.unwrap();
+        assert_eq!(release_status.phase.as_deref(), Some("Released"), "{release_status:#?}");
+        assert_eq!(release_status.restored.len(), 5);
+
+        let described = ec2.describe_instances().instance_ids(&target).send().await.unwrap();
+        let instance = &described.reservations()[0].instances()[0];
+        for eni in instance.network_interfaces() {
+            let mut groups: Vec<String> = eni.groups().iter().filter_map(|g| g.group_id().map(String::from)).collect();
+            groups.sort();
+            let mut before = record.previous.iter().find(|p| Some(p.network_interface_id.as_str()) == eni.network_interface_id()).unwrap().security_group_ids.clone();
+            before.sort();
+            assert_eq!(groups, before, "{name}: interface groups restored");
+        }
+        for mapping in instance.block_device_mappings() {
+            assert_eq!(mapping.ebs().and_then(|e| e.delete_on_termination()), Some(true), "{name}: DeleteOnTermination restored");
+        }
+        let protection = ec2
+            .describe_instance_attribute()
+            .instance_id(&target)
+            .attribute(aws_sdk_ec2::types::InstanceAttributeName::DisableApiTermination)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(protection.disable_api_termination().and_then(|v| v.value()), Some(false), "{name}");
+        let health = elb.describe_target_health().target_group_arn(&fleet.target_group_arn).send().await.unwrap();
+        let mut targets: Vec<&str> = health.target_health_descriptions().iter().filter_map(|d| d.target().and_then(|t| t.id())).collect();
+        targets.sort();
+        let mut both: Vec<&str> = fleet.instances.iter().map(String::as_str).collect();
+        both.sort();
+        assert_eq!(targets, both, "{name}: registered again");
+        let group = asg.describe_auto_scaling_groups().auto_scaling_group_names(&fleet.group_name).send().await.unwrap();
+        let group = &group.auto_scaling_groups()[0];
+        let member = group.instances().iter().find(|i| i.instance_id() == Some(target.as_str())).unwrap();
+        assert_eq!(member.lifecycle_state().map(|s| s.as_str()), Some("InService"), "{name}");
+        assert_eq!(member.protected_from_scale_in(), Some(false), "{name}");
+        assert_eq!(group.desired_capacity(), Some(2), "{name}: capacity back to what it was");
+        assert_eq!(group.instances().len(), 2, "{name}");
+    }
+
+    // The untouched sibling keeps serving.
+    let sibling = ec2.describe_instances().instance_ids(&fleet.instances[1]).send().await.unwrap();
+    assert_eq!(sibling.reservations()[0].instances()[0].state().and_then(|s| s.name()).map(|n| n.as_str()), Some("running"));
+}
+
+/// Everything containment promises, read back from AWS; returns the recorded prior state.
+async fn assert_contained(fleet: &Fleet, target: &str, capture: &forensic_capture::api::ForensicCapture) -> forensic_capture::api::IsolationRecord {
+    let stack = support::stack();
+    let aws = stack.aws().await;
+    let ec2 = aws_sdk_ec2::Client::new(&aws);
+    let asg = aws_sdk_autoscaling::Client::new(&aws);
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&aws);
+    let target = target.to_string();
     let status = capture.status.clone().unwrap();
     assert_eq!(status.phase, Some(Phase::Isolated), "{status:#?}");
     let record = status.isolation.clone().unwrap();
@@ -173,63 +244,43 @@ async fn containment_takes_the_instance_out_of_its_group_and_load_balancer_and_g
         ]
     );
 
-    // Release restores all of it, verified by reading AWS state back; releasing twice is harmless.
-    let releases: kube::Api<forensic_capture::api::ContainmentRelease> = kube::Api::namespaced(env.kube.clone(), &env.namespace);
-    for name in ["release-1", "release-2"] {
-        let release: forensic_capture::api::ContainmentRelease = serde_yaml::from_str(&format!(
-            "apiVersion: forensic-capture.dev/v1alpha1\nkind: ContainmentRelease\nmetadata:\n  name: {name}\nspec:\n  captureName: contain\n  reason: host rebuilt, evidence verified\n"
-        ))
-        .unwrap();
-        releases.create(&Default::default(), &release).await.unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        let released = loop {
-            let r = releases.get(name).await.unwrap();
-            if r.status.as_ref().is_some_and(|s| s.released_at.is_some() || s.phase.as_deref() == Some("Failed")) {
-                break r;
-            }
-            assert!(std::time::Instant::now() < deadline, "release {name} did not finish: {:?}", r.status);
-            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-        };
-        let release_status = released.status.unwrap();
-        assert_eq!(release_status.phase.as_deref(), Some("Released"), "{release_status:#?}");
-        assert_eq!(release_status.restored.len(), 5);
+    record
+}
 
-        let described = ec2.describe_instances().instance_ids(&target).send().await.unwrap();
-        let instance = &described.reservations()[0].instances()[0];
-        for eni in instance.network_interfaces() {
-            let mut groups: Vec<String> = eni.groups().iter().filter_map(|g| g.group_id().map(String::from)).collect();
-            groups.sort();
-            let mut before = record.previous.iter().find(|p| Some(p.network_interface_id.as_str()) == eni.network_interface_id()).unwrap().security_group_ids.clone();
-            before.sort();
-            assert_eq!(groups, before, "{name}: interface groups restored");
+#[tokio::test]
+async fn containment_killed_between_any_two_steps_ends_the_same_with_no_duplicates() {
+    let fleet = fleet_behind_a_load_balancer().await;
+    let target = fleet.instances[0].clone();
+    let env = CaptureEnv::new("contain-crash").await;
+    let mut controller = env.start_controller("contain-crash");
+    env.apply(&capture_yaml("contain", &target, "  memory: {enabled: false}\n  volatile: {enabled: false}\n  isolation:\n    allowIngressCidrs: [203.0.113.7/32]\n"))
+        .await;
+    // Every containment action saves the status before and after its AWS calls: killing the controller on each
+    // change lands between any two of them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    let mut last = String::new();
+    let capture = loop {
+        assert!(std::time::Instant::now() < deadline, "containment did not complete under repeated kills");
+        let capture = env.captures().get("contain").await.unwrap();
+        if capture.status.as_ref().is_some_and(|s| s.completed_at.is_some()) {
+            break capture;
         }
-        for mapping in instance.block_device_mappings() {
-            assert_eq!(mapping.ebs().and_then(|e| e.delete_on_termination()), Some(true), "{name}: DeleteOnTermination restored");
+        let now = serde_json::to_string(&capture.status).unwrap();
+        if now != last && controller.starts <= 20 {
+            controller.restart();
         }
-        let protection = ec2
-            .describe_instance_attribute()
-            .instance_id(&target)
-            .attribute(aws_sdk_ec2::types::InstanceAttributeName::DisableApiTermination)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(protection.disable_api_termination().and_then(|v| v.value()), Some(false), "{name}");
-        let health = elb.describe_target_health().target_group_arn(&fleet.target_group_arn).send().await.unwrap();
-        let mut targets: Vec<&str> = health.target_health_descriptions().iter().filter_map(|d| d.target().and_then(|t| t.id())).collect();
-        targets.sort();
-        let mut both: Vec<&str> = fleet.instances.iter().map(String::as_str).collect();
-        both.sort();
-        assert_eq!(targets, both, "{name}: registered again");
-        let group = asg.describe_auto_scaling_groups().auto_scaling_group_names(&fleet.group_name).send().await.unwrap();
-        let group = &group.auto_scaling_groups()[0];
-        let member = group.instances().iter().find(|i| i.instance_id() == Some(target.as_str())).unwrap();
-        assert_eq!(member.lifecycle_state().map(|s| s.as_str()), Some("InService"), "{name}");
-        assert_eq!(member.protected_from_scale_in(), Some(false), "{name}");
-        assert_eq!(group.desired_capacity(), Some(2), "{name}: capacity back to what it was");
-        assert_eq!(group.instances().len(), 2, "{name}");
-    }
+        last = now;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(controller.starts >= 5, "only {} starts", controller.starts);
+    let record = assert_contained(&fleet, &target, &capture).await;
+    assert_eq!(record.actions.len(), 5, "each action recorded once");
 
-    // The untouched sibling keeps serving.
-    let sibling = ec2.describe_instances().instance_ids(&fleet.instances[1]).send().await.unwrap();
-    assert_eq!(sibling.reservations()[0].instances()[0].state().and_then(|s| s.name()).map(|n| n.as_str()), Some("running"));
+    let ec2 = support::stack().ec2().await;
+    let uid = capture.metadata.uid.clone().unwrap();
+    let by_uid = aws_sdk_ec2::types::Filter::builder().name("tag:forensic-capture.dev/capture-uid").values(&uid).build();
+    let groups = ec2.describe_security_groups().filters(by_uid.clone()).send().await.unwrap();
+    assert_eq!(groups.security_groups().len(), 2, "one isolation and one transition group, no duplicates");
+    let snapshots = ec2.describe_snapshots().filters(by_uid).send().await.unwrap();
+    assert_eq!(snapshots.snapshots().len(), record.termination.unwrap().volumes.len(), "one snapshot set");
 }
