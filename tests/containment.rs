@@ -98,12 +98,28 @@ async fn containment_takes_the_instance_out_of_its_group_and_load_balancer_and_g
     let elb = aws_sdk_elasticloadbalancingv2::Client::new(&aws);
     let fleet = fleet_behind_a_load_balancer().await;
     let target = fleet.instances[0].clone();
+    let allocation = ec2.allocate_address().domain(aws_sdk_ec2::types::DomainType::Vpc).send().await.unwrap();
+    let allocation_id = allocation.allocation_id().unwrap().to_string();
+    ec2.associate_address().allocation_id(&allocation_id).instance_id(&target).send().await.unwrap();
     let env = CaptureEnv::new("contain").await;
     let _controller = env.start_controller("contain");
-    env.apply(&capture_yaml("contain", &target, "  memory: {enabled: false}\n  volatile: {enabled: false}\n  isolation:\n    allowIngressCidrs: [203.0.113.7/32]\n"))
-        .await;
+    env.apply(&capture_yaml(
+        "contain",
+        &target,
+        "  memory: {enabled: false}\n  volatile: {enabled: false}\n  isolation:\n    allowIngressCidrs: [203.0.113.7/32]\n    disassociateElasticIps: true\n",
+    ))
+    .await;
     let capture = env.wait_completed("contain").await;
     let record = assert_contained(&fleet, &target, &capture).await;
+    // The interface the address is associated with (moto reports empty strings where the service has none).
+    let associated = |addresses: aws_sdk_ec2::operation::describe_addresses::DescribeAddressesOutput| {
+        let address = &addresses.addresses()[0];
+        address.association_id().and(address.network_interface_id()).filter(|id| !id.is_empty()).map(String::from)
+    };
+    let addresses = ec2.describe_addresses().allocation_ids(&allocation_id).send().await.unwrap();
+    assert_eq!(associated(addresses), None, "Elastic IP disassociated");
+    assert_eq!(record.elastic_ips.len(), 1);
+    assert_eq!(record.elastic_ips[0].allocation_id, allocation_id);
 
     // Release restores all of it, verified by reading AWS state back; releasing twice is harmless.
     let releases: kube::Api<forensic_capture::api::ContainmentRelease> = kube::Api::namespaced(env.kube.clone(), &env.namespace);
@@ -124,7 +140,9 @@ async fn containment_takes_the_instance_out_of_its_group_and_load_balancer_and_g
         };
         let release_status = released.status.unwrap();
         assert_eq!(release_status.phase.as_deref(), Some("Released"), "{release_status:#?}");
-        assert_eq!(release_status.restored.len(), 5);
+        assert_eq!(release_status.restored.len(), 6);
+        let addresses = ec2.describe_addresses().allocation_ids(&allocation_id).send().await.unwrap();
+        assert_eq!(associated(addresses), Some(record.elastic_ips[0].network_interface_id.clone()), "{name}: Elastic IP associated again");
 
         let described = ec2.describe_instances().instance_ids(&target).send().await.unwrap();
         let instance = &described.reservations()[0].instances()[0];
@@ -232,7 +250,8 @@ async fn assert_contained(fleet: &Fleet, target: &str, capture: &forensic_captur
         instance.tags().iter().map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string())).collect();
     assert!(tags.contains(&("forensic-capture.dev/containment".into(), "isolated".into())));
     assert!(tags.contains(&("forensic-capture.dev/case-id".into(), "INC-4711".into())));
-    let actions: Vec<(&str, &str)> = record.actions.iter().map(|a| (a.name.as_str(), a.state.as_str())).collect();
+    let actions: Vec<(&str, &str)> =
+        record.actions.iter().filter(|a| a.name != "ElasticIps").map(|a| (a.name.as_str(), a.state.as_str())).collect();
     assert_eq!(
         actions,
         vec![
@@ -274,7 +293,7 @@ async fn containment_killed_between_any_two_steps_ends_the_same_with_no_duplicat
     };
     assert!(controller.starts >= 5, "only {} starts", controller.starts);
     let record = assert_contained(&fleet, &target, &capture).await;
-    assert_eq!(record.actions.len(), 5, "each action recorded once");
+    assert_eq!(record.actions.len(), 6, "each action recorded once");
 
     let ec2 = support::stack().ec2().await;
     let uid = capture.metadata.uid.clone().unwrap();

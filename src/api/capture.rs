@@ -131,11 +131,21 @@ pub struct IsolationSpec {
     /// evidence completeness) or Hold (leave the instance as it is for a responder to decide).
     #[serde(default)]
     pub on_acquisition_failure: AcquisitionFailurePolicy,
+
+    /// Also disassociate the instance's Elastic IPs (recorded, and re-associated on release). Default false:
+    /// the address is then free for someone else to take until release.
+    #[serde(default)]
+    pub disassociate_elastic_ips: bool,
 }
 
 impl Default for IsolationSpec {
     fn default() -> Self {
-        IsolationSpec { enabled: true, allow_ingress_cidrs: vec![], on_acquisition_failure: Default::default() }
+        IsolationSpec {
+            enabled: true,
+            allow_ingress_cidrs: vec![],
+            on_acquisition_failure: Default::default(),
+            disassociate_elastic_ips: false,
+        }
     }
 }
 
@@ -400,6 +410,9 @@ pub struct IsolationRecord {
     /// Load balancer target groups the instance was registered in, before deregistration.
     #[serde(default)]
     pub target_groups: Vec<TargetRegistration>,
+    /// Elastic IPs disassociated (when the spec asks), to re-associate on release.
+    #[serde(default)]
+    pub elastic_ips: Vec<ElasticIpAssociation>,
     /// Each containment action in playbook order, with its outcome.
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
@@ -459,11 +472,25 @@ pub struct TargetRegistration {
     pub port: Option<i32>,
 }
 
+/// An Elastic IP association as it was.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ElasticIpAssociation {
+    /// Allocation ID of the address.
+    pub allocation_id: String,
+    /// The public IP.
+    pub public_ip: String,
+    /// Network interface it was associated with.
+    pub network_interface_id: String,
+    /// Private IP it mapped to.
+    pub private_ip_address: String,
+}
+
 /// One containment action and its outcome.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ContainmentAction {
-    /// TerminationSafeguards, InstanceTags, AutoScaling, LoadBalancers or SecurityGroups.
+    /// TerminationSafeguards, InstanceTags, AutoScaling, LoadBalancers, ElasticIps or SecurityGroups.
     pub name: String,
     /// Applied, Failed or NotNeeded.
     pub state: String,

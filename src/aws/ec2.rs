@@ -80,6 +80,10 @@ pub trait Ec2Api: Send + Sync {
     /// sets true / stop / false, release puts back what was recorded.
     fn set_termination_settings(&self, instance_id: &str, settings: &TerminationSettings) -> impl Future<Output = Result<(), AwsError>> + Send;
     fn tag(&self, resource_id: &str, tags: &[(String, String)]) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// Elastic IPs associated with the instance: (association ID, record).
+    fn elastic_ips(&self, instance_id: &str) -> impl Future<Output = Result<Vec<(String, crate::api::ElasticIpAssociation)>, AwsError>> + Send;
+    fn disassociate_address(&self, association_id: &str) -> impl Future<Output = Result<(), AwsError>> + Send;
+    fn associate_address(&self, association: &crate::api::ElasticIpAssociation) -> impl Future<Output = Result<(), AwsError>> + Send;
     /// The allow-all group used for the first half of the two-step swap: found by tag, or created.
     fn transition_group(&self, vpc_id: &str, name: &str, tags: &[(String, String)]) -> impl Future<Output = Result<String, AwsError>> + Send;
 }
@@ -116,6 +120,53 @@ fn modify_error(e: aws_sdk_ec2::error::SdkError<aws_sdk_ec2::operation::modify_i
 }
 
 impl Ec2Api for SdkEc2 {
+    async fn elastic_ips(&self, instance_id: &str) -> Result<Vec<(String, crate::api::ElasticIpAssociation)>, AwsError> {
+        let output = self
+            .0
+            .describe_addresses()
+            .filters(Filter::builder().name("instance-id").values(instance_id).build())
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:DescribeAddresses", e))?;
+        Ok(output
+            .addresses()
+            .iter()
+            .filter_map(|a| {
+                Some((
+                    a.association_id()?.to_string(),
+                    crate::api::ElasticIpAssociation {
+                        allocation_id: a.allocation_id()?.to_string(),
+                        public_ip: a.public_ip().unwrap_or_default().to_string(),
+                        network_interface_id: a.network_interface_id().unwrap_or_default().to_string(),
+                        private_ip_address: a.private_ip_address().unwrap_or_default().to_string(),
+                    },
+                ))
+            })
+            .collect())
+    }
+
+    async fn disassociate_address(&self, association_id: &str) -> Result<(), AwsError> {
+        self.0
+            .disassociate_address()
+            .association_id(association_id)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:DisassociateAddress", e))?;
+        Ok(())
+    }
+
+    async fn associate_address(&self, association: &crate::api::ElasticIpAssociation) -> Result<(), AwsError> {
+        self.0
+            .associate_address()
+            .allocation_id(&association.allocation_id)
+            .network_interface_id(&association.network_interface_id)
+            .private_ip_address(&association.private_ip_address)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:AssociateAddress", e))?;
+        Ok(())
+    }
+
     async fn termination_settings(&self, instance_id: &str) -> Result<TerminationSettings, AwsError> {
         use aws_sdk_ec2::types::InstanceAttributeName;
         let protection = self

@@ -58,7 +58,7 @@ pub async fn reconcile(release: Arc<ContainmentRelease>, ctx: Arc<Context>) -> R
     status.instance_id = Some(target.instance_id.clone());
     let aws = ctx.aws(&target.region);
     let instance_id = target.instance_id.as_str();
-    for name in ["SecurityGroups", "LoadBalancers", "AutoScaling", "TerminationSafeguards", "InstanceTags"] {
+    for name in ["SecurityGroups", "ElasticIps", "LoadBalancers", "AutoScaling", "TerminationSafeguards", "InstanceTags"] {
         if status.restored.iter().any(|r| r.name == name) {
             continue;
         }
@@ -101,6 +101,12 @@ async fn restore(name: &str, record: &IsolationRecord, instance_id: &str, aws: &
                 aws.ec2.set_interface_groups(&interface.network_interface_id, &interface.security_group_ids).await?;
             }
             Ok(format!("{} interface(s) back on their previous groups", record.previous.len()))
+        }
+        "ElasticIps" => {
+            for association in &record.elastic_ips {
+                aws.ec2.associate_address(association).await?;
+            }
+            Ok(format!("{} Elastic IP(s) associated again", record.elastic_ips.len()))
         }
         "LoadBalancers" => {
             for registration in &record.target_groups {

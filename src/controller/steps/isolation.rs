@@ -4,6 +4,7 @@
 //!   2. InstanceTags: the capture, the case and the containment state on the instance;
 //!   3. AutoScaling: scale-in protection, then Standby (desired capacity lowered by one, on record);
 //!   4. LoadBalancers: deregistered from every ELBv2 target group that holds it;
+//!   4b. ElasticIps (when the spec asks): disassociated, recorded for release;
 //!   5. SecurityGroups: per interface, an allow-all group first, then the isolation group, so connections
 //!      tracked under the old rules become untracked and are cut.
 //! An action that fails for good (AccessDenied, say) is recorded as Failed and the others still run; the
@@ -26,7 +27,7 @@ use crate::{
 };
 
 const STEP: Step = Step::Isolation;
-const ACTIONS: [&str; 5] = ["TerminationSafeguards", "InstanceTags", "AutoScaling", "LoadBalancers", "SecurityGroups"];
+const ACTIONS: [&str; 6] = ["TerminationSafeguards", "InstanceTags", "AutoScaling", "LoadBalancers", "ElasticIps", "SecurityGroups"];
 pub const CONTAINMENT_TAG: &str = "forensic-capture.dev/containment";
 
 /// How an action ended, when it did not fail.
@@ -48,6 +49,7 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
             "InstanceTags" => instance_tags(sc).await,
             "AutoScaling" => auto_scaling(sc, status, writer).await,
             "LoadBalancers" => load_balancers(sc, status, writer).await,
+            "ElasticIps" => elastic_ips(sc, status, writer).await,
             _ => security_groups(sc, status, writer).await,
         };
         let (state, reason, message) = match result {
@@ -186,6 +188,30 @@ async fn load_balancers(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus
         return Ok(Outcome::NotNeeded("not registered in any target group".into()));
     }
     Ok(Outcome::Applied(format!("deregistered from {} target group(s)", all.len())))
+}
+
+async fn elastic_ips(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, writer: &mut Writer<'_>) -> Result<Outcome, ActionError> {
+    if !sc.capture.spec.isolation.disassociate_elastic_ips {
+        return Ok(Outcome::NotNeeded("not requested (spec.isolation.disassociateElasticIps)".into()));
+    }
+    let instance_id = sc.instance_id();
+    let aws = |e| ActionError::aws(e, instance_id);
+    let current = sc.aws.ec2.elastic_ips(instance_id).await.map_err(aws)?;
+    let recorded = &mut record(status).elastic_ips;
+    let new: Vec<_> = current.iter().map(|(_, a)| a.clone()).filter(|a| !recorded.contains(a)).collect();
+    if !new.is_empty() {
+        recorded.extend(new);
+        writer.save(status).await?;
+    }
+    for (association_id, _) in &current {
+        sc.aws.ec2.disassociate_address(association_id).await.map_err(aws)?;
+    }
+    let all = &record(status).elastic_ips;
+    if all.is_empty() {
+        return Ok(Outcome::NotNeeded("no Elastic IP associated".into()));
+    }
+    let ips: Vec<&str> = all.iter().map(|a| a.public_ip.as_str()).collect();
+    Ok(Outcome::Applied(format!("disassociated {}", ips.join(", "))))
 }
 
 async fn security_groups(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, writer: &mut Writer<'_>) -> Result<Outcome, ActionError> {
