@@ -81,7 +81,7 @@ async fn capture_with_kills(prefix: &str, kill: KillWhen) {
     assert_eq!(roles, vec!["isolation", "transition"], "one isolation group and one transition group");
     let actions: Vec<(String, String)> =
         status.isolation.as_ref().unwrap().actions.iter().map(|a| (a.name.clone(), a.state.clone())).collect();
-    assert_eq!(actions.len(), 6, "each containment action recorded once: {actions:?}");
+    assert_eq!(actions.len(), 7, "each containment action recorded once: {actions:?}");
 
     let kinds: Vec<ArtifactType> = status.artifacts.iter().map(|a| a.kind).collect();
     for kind in [ArtifactType::MemoryImage, ArtifactType::VolatileData, ArtifactType::KernelSymbols] {

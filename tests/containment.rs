@@ -101,12 +101,23 @@ async fn containment_takes_the_instance_out_of_its_group_and_load_balancer_and_g
     let allocation = ec2.allocate_address().domain(aws_sdk_ec2::types::DomainType::Vpc).send().await.unwrap();
     let allocation_id = allocation.allocation_id().unwrap().to_string();
     ec2.associate_address().allocation_id(&allocation_id).instance_id(&target).send().await.unwrap();
+    let iam = aws_sdk_iam::Client::new(&aws);
+    let (original_profile, role) = instance_profile(&iam, "web").await;
+    let (deny_all_profile, _) = instance_profile(&iam, "deny-all").await;
+    ec2.associate_iam_instance_profile()
+        .instance_id(&target)
+        .iam_instance_profile(aws_sdk_ec2::types::IamInstanceProfileSpecification::builder().arn(&original_profile).build())
+        .send()
+        .await
+        .unwrap();
     let env = CaptureEnv::new("contain").await;
     let _controller = env.start_controller("contain");
     env.apply(&capture_yaml(
         "contain",
         &target,
-        "  memory: {enabled: false}\n  volatile: {enabled: false}\n  isolation:\n    allowIngressCidrs: [203.0.113.7/32]\n    disassociateElasticIps: true\n",
+        &format!(
+            "  memory: {{enabled: false}}\n  volatile: {{enabled: false}}\n  isolation:\n    allowIngressCidrs: [203.0.113.7/32]\n    disassociateElasticIps: true\n    credentials: {{replaceInstanceProfile: '{deny_all_profile}', revokeSessions: true}}\n"
+        ),
     ))
     .await;
     let capture = env.wait_completed("contain").await;
@@ -120,6 +131,13 @@ async fn containment_takes_the_instance_out_of_its_group_and_load_balancer_and_g
     assert_eq!(associated(addresses), None, "Elastic IP disassociated");
     assert_eq!(record.elastic_ips.len(), 1);
     assert_eq!(record.elastic_ips[0].allocation_id, allocation_id);
+    assert_eq!(current_profile(&ec2, &target).await.as_deref(), Some(deny_all_profile.as_str()), "deny-all profile swapped in");
+    let credentials = record.credentials.clone().unwrap();
+    assert_eq!(credentials.previous_instance_profile_arn.as_deref(), Some(original_profile.as_str()));
+    let policy_name = credentials.revoke_policy_name.clone().unwrap();
+    let policy = iam.get_role_policy().role_name(&role).policy_name(&policy_name).send().await.expect("revocation policy on the role");
+    let document = urlencoding_decode(policy.policy_document());
+    assert!(document.contains("aws:TokenIssueTime") && document.contains("Deny"), "{document}");
 
     // Release restores all of it, verified by reading AWS state back; releasing twice is harmless.
     let releases: kube::Api<forensic_capture::api::ContainmentRelease> = kube::Api::namespaced(env.kube.clone(), &env.namespace);
@@ -140,7 +158,9 @@ async fn containment_takes_the_instance_out_of_its_group_and_load_balancer_and_g
         };
         let release_status = released.status.unwrap();
         assert_eq!(release_status.phase.as_deref(), Some("Released"), "{release_status:#?}");
-        assert_eq!(release_status.restored.len(), 6);
+        assert_eq!(release_status.restored.len(), 7);
+        assert_eq!(current_profile(&ec2, &target).await.as_deref(), Some(original_profile.as_str()), "{name}: instance profile restored");
+        iam.get_role_policy().role_name(&role).policy_name(&policy_name).send().await.expect("older sessions stay revoked");
         let addresses = ec2.describe_addresses().allocation_ids(&allocation_id).send().await.unwrap();
         assert_eq!(associated(addresses), Some(record.elastic_ips[0].network_interface_id.clone()), "{name}: Elastic IP associated again");
 
@@ -251,7 +271,7 @@ async fn assert_contained(fleet: &Fleet, target: &str, capture: &forensic_captur
     assert!(tags.contains(&("forensic-capture.dev/containment".into(), "isolated".into())));
     assert!(tags.contains(&("forensic-capture.dev/case-id".into(), "INC-4711".into())));
     let actions: Vec<(&str, &str)> =
-        record.actions.iter().filter(|a| a.name != "ElasticIps").map(|a| (a.name.as_str(), a.state.as_str())).collect();
+        record.actions.iter().filter(|a| !["ElasticIps", "Credentials"].contains(&a.name.as_str())).map(|a| (a.name.as_str(), a.state.as_str())).collect();
     assert_eq!(
         actions,
         vec![
@@ -293,7 +313,7 @@ async fn containment_killed_between_any_two_steps_ends_the_same_with_no_duplicat
     };
     assert!(controller.starts >= 5, "only {} starts", controller.starts);
     let record = assert_contained(&fleet, &target, &capture).await;
-    assert_eq!(record.actions.len(), 6, "each action recorded once");
+    assert_eq!(record.actions.len(), 7, "each action recorded once");
 
     let ec2 = support::stack().ec2().await;
     let uid = capture.metadata.uid.clone().unwrap();
@@ -302,4 +322,43 @@ async fn containment_killed_between_any_two_steps_ends_the_same_with_no_duplicat
     assert_eq!(groups.security_groups().len(), 2, "one isolation and one transition group, no duplicates");
     let snapshots = ec2.describe_snapshots().filters(by_uid).send().await.unwrap();
     assert_eq!(snapshots.snapshots().len(), record.termination.unwrap().volumes.len(), "one snapshot set");
+}
+
+/// A role and an instance profile holding it; returns (profile ARN, role name).
+async fn instance_profile(iam: &aws_sdk_iam::Client, prefix: &str) -> (String, String) {
+    let role = support::unique(prefix);
+    let trust = serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]});
+    iam.create_role().role_name(&role).assume_role_policy_document(trust.to_string()).send().await.unwrap();
+    let profile = iam.create_instance_profile().instance_profile_name(&role).send().await.unwrap();
+    iam.add_role_to_instance_profile().instance_profile_name(&role).role_name(&role).send().await.unwrap();
+    (profile.instance_profile().unwrap().arn().to_string(), role)
+}
+
+async fn current_profile(ec2: &aws_sdk_ec2::Client, instance_id: &str) -> Option<String> {
+    let associations = ec2
+        .describe_iam_instance_profile_associations()
+        .filters(aws_sdk_ec2::types::Filter::builder().name("instance-id").values(instance_id).build())
+        .send()
+        .await
+        .unwrap();
+    associations.iam_instance_profile_associations().first().and_then(|a| a.iam_instance_profile()).and_then(|p| p.arn()).map(String::from)
+}
+
+/// IAM returns policy documents URL-encoded.
+fn urlencoding_decode(s: &str) -> String {
+    let mut out = Vec::new();
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

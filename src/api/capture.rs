@@ -136,6 +136,26 @@ pub struct IsolationSpec {
     /// the address is then free for someone else to take until release.
     #[serde(default)]
     pub disassociate_elastic_ips: bool,
+
+    /// Containment of the instance role's credentials (opt-in: it can break things a responder still needs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<CredentialContainment>,
+}
+
+/// What to do about credentials the instance holds.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialContainment {
+    /// ARN of an instance profile (prepared by the operator, with a deny-all role) to swap in for the
+    /// instance's own; the previous one is recorded and restored on release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^arn:aws[a-z-]*:iam::\d{12}:instance-profile/.+$"))]
+    pub replace_instance_profile: Option<String>,
+    /// Add a deny-all policy to the instance's role for sessions issued before containment
+    /// (aws:TokenIssueTime), so credentials already taken from the instance stop working. Kept on release:
+    /// new sessions are unaffected, and stolen old ones should stay dead.
+    #[serde(default)]
+    pub revoke_sessions: bool,
 }
 
 impl Default for IsolationSpec {
@@ -145,6 +165,7 @@ impl Default for IsolationSpec {
             allow_ingress_cidrs: vec![],
             on_acquisition_failure: Default::default(),
             disassociate_elastic_ips: false,
+            credentials: None,
         }
     }
 }
@@ -413,6 +434,9 @@ pub struct IsolationRecord {
     /// Elastic IPs disassociated (when the spec asks), to re-associate on release.
     #[serde(default)]
     pub elastic_ips: Vec<ElasticIpAssociation>,
+    /// Credential containment applied, with the instance profile that was there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<CredentialRecord>,
     /// Each containment action in playbook order, with its outcome.
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
@@ -486,11 +510,29 @@ pub struct ElasticIpAssociation {
     pub private_ip_address: String,
 }
 
+/// Credential containment as applied.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialRecord {
+    /// The instance profile associated before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_instance_profile_arn: Option<String>,
+    /// The role whose older sessions were revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_name: Option<String>,
+    /// Name of the inline deny policy added to that role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoke_policy_name: Option<String>,
+    /// Sessions issued before this instant are denied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_before: Option<Time>,
+}
+
 /// One containment action and its outcome.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ContainmentAction {
-    /// TerminationSafeguards, InstanceTags, AutoScaling, LoadBalancers, ElasticIps or SecurityGroups.
+    /// TerminationSafeguards, InstanceTags, AutoScaling, LoadBalancers, ElasticIps, SecurityGroups or Credentials.
     pub name: String,
     /// Applied, Failed or NotNeeded.
     pub state: String,

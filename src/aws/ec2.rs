@@ -84,6 +84,9 @@ pub trait Ec2Api: Send + Sync {
     fn elastic_ips(&self, instance_id: &str) -> impl Future<Output = Result<Vec<(String, crate::api::ElasticIpAssociation)>, AwsError>> + Send;
     fn disassociate_address(&self, association_id: &str) -> impl Future<Output = Result<(), AwsError>> + Send;
     fn associate_address(&self, association: &crate::api::ElasticIpAssociation) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// The instance's IAM instance profile association: (association ID, profile ARN).
+    fn instance_profile(&self, instance_id: &str) -> impl Future<Output = Result<Option<(String, String)>, AwsError>> + Send;
+    fn replace_instance_profile(&self, association_id: &str, instance_profile_arn: &str) -> impl Future<Output = Result<(), AwsError>> + Send;
     /// The allow-all group used for the first half of the two-step swap: found by tag, or created.
     fn transition_group(&self, vpc_id: &str, name: &str, tags: &[(String, String)]) -> impl Future<Output = Result<String, AwsError>> + Send;
 }
@@ -120,6 +123,32 @@ fn modify_error(e: aws_sdk_ec2::error::SdkError<aws_sdk_ec2::operation::modify_i
 }
 
 impl Ec2Api for SdkEc2 {
+    async fn instance_profile(&self, instance_id: &str) -> Result<Option<(String, String)>, AwsError> {
+        let output = self
+            .0
+            .describe_iam_instance_profile_associations()
+            .filters(Filter::builder().name("instance-id").values(instance_id).build())
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:DescribeIamInstanceProfileAssociations", e))?;
+        Ok(output
+            .iam_instance_profile_associations()
+            .iter()
+            .filter(|a| a.state().map(|s| s.as_str()) != Some("disassociated"))
+            .find_map(|a| Some((a.association_id()?.to_string(), a.iam_instance_profile()?.arn()?.to_string()))))
+    }
+
+    async fn replace_instance_profile(&self, association_id: &str, instance_profile_arn: &str) -> Result<(), AwsError> {
+        self.0
+            .replace_iam_instance_profile_association()
+            .association_id(association_id)
+            .iam_instance_profile(aws_sdk_ec2::types::IamInstanceProfileSpecification::builder().arn(instance_profile_arn).build())
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:ReplaceIamInstanceProfileAssociation", e))?;
+        Ok(())
+    }
+
     async fn elastic_ips(&self, instance_id: &str) -> Result<Vec<(String, crate::api::ElasticIpAssociation)>, AwsError> {
         let output = self
             .0

@@ -4,6 +4,7 @@ pub mod autoscaling;
 pub mod ec2;
 pub mod elbv2;
 pub mod error;
+pub mod iam;
 pub mod s3;
 pub mod ssm;
 

@@ -21,7 +21,7 @@ use kube::{
 
 use crate::{
     api::{ContainmentRelease, ForensicCapture},
-    aws::{autoscaling::SdkAutoScaling, ec2::SdkEc2, elbv2::SdkLoadBalancing, s3::SdkEvidenceStore, ssm::SdkSsm},
+    aws::{autoscaling::SdkAutoScaling, ec2::SdkEc2, elbv2::SdkLoadBalancing, iam::SdkIam, s3::SdkEvidenceStore, ssm::SdkSsm},
 };
 pub use config::Config;
 
@@ -36,6 +36,7 @@ pub struct RegionClients {
     pub store: SdkEvidenceStore,
     pub autoscaling: SdkAutoScaling,
     pub elbv2: SdkLoadBalancing,
+    pub iam: SdkIam,
 }
 
 pub struct Context {
@@ -84,6 +85,7 @@ impl Context {
                     },
                     autoscaling: SdkAutoScaling(aws_sdk_autoscaling::Client::new(&config)),
                     elbv2: SdkLoadBalancing(aws_sdk_elasticloadbalancingv2::Client::new(&config)),
+                    iam: SdkIam(aws_sdk_iam::Client::new(&config)),
                 }
             })
             .clone()

@@ -58,7 +58,7 @@ pub async fn reconcile(release: Arc<ContainmentRelease>, ctx: Arc<Context>) -> R
     status.instance_id = Some(target.instance_id.clone());
     let aws = ctx.aws(&target.region);
     let instance_id = target.instance_id.as_str();
-    for name in ["SecurityGroups", "ElasticIps", "LoadBalancers", "AutoScaling", "TerminationSafeguards", "InstanceTags"] {
+    for name in ["Credentials", "SecurityGroups", "ElasticIps", "LoadBalancers", "AutoScaling", "TerminationSafeguards", "InstanceTags"] {
         if status.restored.iter().any(|r| r.name == name) {
             continue;
         }
@@ -101,6 +101,18 @@ async fn restore(name: &str, record: &IsolationRecord, instance_id: &str, aws: &
                 aws.ec2.set_interface_groups(&interface.network_interface_id, &interface.security_group_ids).await?;
             }
             Ok(format!("{} interface(s) back on their previous groups", record.previous.len()))
+        }
+        "Credentials" => {
+            let Some(previous) = record.credentials.as_ref().and_then(|c| c.previous_instance_profile_arn.clone()) else {
+                return Ok("no instance profile recorded".into());
+            };
+            if let Some((association_id, current)) = aws.ec2.instance_profile(instance_id).await? {
+                if current != previous {
+                    aws.ec2.replace_instance_profile(&association_id, &previous).await?;
+                }
+            }
+            // The session revocation stays: new sessions work, and credentials taken before containment stay dead.
+            Ok(format!("instance profile {previous} restored; revocation of older sessions kept"))
         }
         "ElasticIps" => {
             for association in &record.elastic_ips {

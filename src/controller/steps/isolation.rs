@@ -6,14 +6,16 @@
 //!   4. LoadBalancers: deregistered from every ELBv2 target group that holds it;
 //!   4b. ElasticIps (when the spec asks): disassociated, recorded for release;
 //!   5. SecurityGroups: per interface, an allow-all group first, then the isolation group, so connections
-//!      tracked under the old rules become untracked and are cut.
+//!      tracked under the old rules become untracked and are cut;
+//!   6. Credentials (when the spec asks): deny the role's sessions issued before now, swap in a deny-all
+//!      instance profile.
 //! An action that fails for good (AccessDenied, say) is recorded as Failed and the others still run; the
 //! step then fails with a message naming what was applied and what was not.
 
 use super::{Progress, StepContext, StepError, Writer};
 use crate::{
     api::{
-        AutoScalingRecord, ContainmentAction, ForensicCaptureStatus, InterfaceGroups, IsolationRecord, StepState, TerminationRecord,
+        AutoScalingRecord, ContainmentAction, CredentialRecord, ForensicCaptureStatus, InterfaceGroups, IsolationRecord, StepState, TerminationRecord,
         VolumeTermination,
     },
     aws::{
@@ -21,13 +23,15 @@ use crate::{
         autoscaling::AutoScalingApi,
         ec2::{Ec2Api, TerminationSettings, tags},
         elbv2::LoadBalancingApi,
+        iam::IamApi,
     },
     controller::status::now,
     planner::Step,
 };
 
 const STEP: Step = Step::Isolation;
-const ACTIONS: [&str; 6] = ["TerminationSafeguards", "InstanceTags", "AutoScaling", "LoadBalancers", "ElasticIps", "SecurityGroups"];
+const ACTIONS: [&str; 7] =
+    ["TerminationSafeguards", "InstanceTags", "AutoScaling", "LoadBalancers", "ElasticIps", "SecurityGroups", "Credentials"];
 pub const CONTAINMENT_TAG: &str = "forensic-capture.dev/containment";
 
 /// How an action ended, when it did not fail.
@@ -50,7 +54,8 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
             "AutoScaling" => auto_scaling(sc, status, writer).await,
             "LoadBalancers" => load_balancers(sc, status, writer).await,
             "ElasticIps" => elastic_ips(sc, status, writer).await,
-            _ => security_groups(sc, status, writer).await,
+            "SecurityGroups" => security_groups(sc, status, writer).await,
+            _ => credentials(sc, status, writer).await,
         };
         let (state, reason, message) = match result {
             Ok(Outcome::Applied(m)) => ("Applied", None, m),
@@ -276,4 +281,44 @@ async fn security_groups(sc: &StepContext<'_>, status: &mut ForensicCaptureStatu
         ec2.set_interface_groups(eni, std::slice::from_ref(&isolation)).await.map_err(aws)?;
     }
     Ok(Outcome::Applied(format!("{} interface(s) moved through {transition} to {isolation}", info.interfaces.len())))
+}
+
+async fn credentials(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, writer: &mut Writer<'_>) -> Result<Outcome, ActionError> {
+    let Some(wanted) = sc.capture.spec.isolation.credentials.clone() else {
+        return Ok(Outcome::NotNeeded("not requested (spec.isolation.credentials)".into()));
+    };
+    let instance_id = sc.instance_id();
+    let aws = |e| ActionError::aws(e, instance_id);
+    let Some((association_id, current_arn)) = sc.aws.ec2.instance_profile(instance_id).await.map_err(aws)? else {
+        return Ok(Outcome::NotNeeded("the instance has no instance profile".into()));
+    };
+    // Recorded once, before anything changes: after a restart the current profile may already be the deny-all one.
+    if record(status).credentials.is_none() {
+        let role_name = sc.aws.iam.instance_profile_role(&current_arn).await.map_err(aws)?;
+        record(status).credentials = Some(CredentialRecord {
+            previous_instance_profile_arn: Some(current_arn.clone()),
+            role_name,
+            revoke_policy_name: Some(format!("forensic-capture-revoke-{}", sc.uid)),
+            revoked_before: Some(now()),
+        });
+        writer.save(status).await?;
+    }
+    let recorded = record(status).credentials.clone().unwrap_or_default();
+    let mut done = Vec::new();
+    if wanted.revoke_sessions {
+        if let (Some(role), Some(policy), Some(before)) = (&recorded.role_name, &recorded.revoke_policy_name, &recorded.revoked_before) {
+            // Whole seconds, rounded up, as IAM condition dates are usually written.
+            let cut = before.0.checked_add(k8s_openapi::jiff::SignedDuration::from_secs(1)).unwrap_or(before.0);
+            let before = cut.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+            sc.aws.iam.deny_sessions_before(role, policy, &before).await.map_err(aws)?;
+            done.push(format!("sessions of role {role} issued before {before} denied"));
+        }
+    }
+    if let Some(replacement) = &wanted.replace_instance_profile {
+        if &current_arn != replacement {
+            sc.aws.ec2.replace_instance_profile(&association_id, replacement).await.map_err(aws)?;
+        }
+        done.push(format!("instance profile {current_arn} replaced by {replacement}"));
+    }
+    Ok(Outcome::Applied(done.join("; ")))
 }
