@@ -362,3 +362,49 @@ fn urlencoding_decode(s: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+#[tokio::test]
+async fn detach_takes_the_instance_out_of_its_group_and_release_puts_it_back() {
+    let stack = support::stack();
+    let aws = stack.aws().await;
+    let ec2 = aws_sdk_ec2::Client::new(&aws);
+    let asg = aws_sdk_autoscaling::Client::new(&aws);
+    let fleet = fleet_behind_a_load_balancer().await;
+    let target = fleet.instances[0].clone();
+    let env = CaptureEnv::new("detach").await;
+    let _controller = env.start_controller("detach");
+    env.apply(&capture_yaml(
+        "detach",
+        &target,
+        "  memory: {enabled: false}\n  volatile: {enabled: false}\n  disk: {enabled: false}\n  isolation:\n    autoScaling: Detach\n",
+    ))
+    .await;
+    let capture = env.wait_completed("detach").await;
+    let record = capture.status.clone().unwrap().isolation.unwrap();
+    assert_eq!(record.auto_scaling.as_ref().unwrap().exit, Some(forensic_capture::api::AutoScalingExit::Detach));
+    let group = asg.describe_auto_scaling_groups().auto_scaling_group_names(&fleet.group_name).send().await.unwrap();
+    let group = &group.auto_scaling_groups()[0];
+    let members: Vec<&str> = group.instances().iter().filter_map(|i| i.instance_id()).collect();
+    assert_eq!(members, vec![fleet.instances[1].as_str()], "detached, and no replacement launched");
+    assert_eq!(group.desired_capacity(), Some(1));
+    let described = ec2.describe_instances().instance_ids(&target).send().await.unwrap();
+    assert_eq!(described.reservations()[0].instances()[0].state().and_then(|s| s.name()).map(|n| n.as_str()), Some("running"));
+
+    let releases: kube::Api<forensic_capture::api::ContainmentRelease> = kube::Api::namespaced(env.kube.clone(), &env.namespace);
+    let release: forensic_capture::api::ContainmentRelease = serde_yaml::from_str(
+        "apiVersion: forensic-capture.dev/v1alpha1\nkind: ContainmentRelease\nmetadata:\n  name: back\nspec:\n  captureName: detach\n  reason: false positive\n",
+    )
+    .unwrap();
+    releases.create(&Default::default(), &release).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while releases.get("back").await.unwrap().status.and_then(|s| s.released_at).is_none() {
+        assert!(std::time::Instant::now() < deadline, "release did not finish");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let group = asg.describe_auto_scaling_groups().auto_scaling_group_names(&fleet.group_name).send().await.unwrap();
+    let group = &group.auto_scaling_groups()[0];
+    assert_eq!(group.instances().len(), 2, "attached again");
+    assert_eq!(group.desired_capacity(), Some(2));
+    let member = group.instances().iter().find(|i| i.instance_id() == Some(target.as_str())).unwrap();
+    assert_eq!(member.lifecycle_state().map(|s| s.as_str()), Some("InService"));
+}

@@ -132,6 +132,12 @@ pub struct IsolationSpec {
     #[serde(default)]
     pub on_acquisition_failure: AcquisitionFailurePolicy,
 
+    /// How to take the instance out of its Auto Scaling group, if it has one: Standby (default; it stays a
+    /// member, out of service) or Detach (it leaves the group). Either way the desired capacity is lowered by
+    /// one, on record, so the group launches no replacement, and scale-in protection is set first.
+    #[serde(default)]
+    pub auto_scaling: AutoScalingExit,
+
     /// Also disassociate the instance's Elastic IPs (recorded, and re-associated on release). Default false:
     /// the address is then free for someone else to take until release.
     #[serde(default)]
@@ -164,10 +170,21 @@ impl Default for IsolationSpec {
             enabled: true,
             allow_ingress_cidrs: vec![],
             on_acquisition_failure: Default::default(),
+            auto_scaling: AutoScalingExit::Standby,
             disassociate_elastic_ips: false,
             credentials: None,
         }
     }
+}
+
+/// How containment takes an instance out of its Auto Scaling group.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AutoScalingExit {
+    /// EnterStandby: the instance stays in the group, out of service.
+    #[default]
+    Standby,
+    /// DetachInstances: the instance leaves the group.
+    Detach,
 }
 
 /// What isolation does after a failed acquisition step.
@@ -481,8 +498,11 @@ pub struct AutoScalingRecord {
     pub lifecycle_state: String,
     /// Scale-in protection before.
     pub protected_from_scale_in: bool,
-    /// Desired capacity before; Standby with decrement lowers it by one, on record.
+    /// Desired capacity before; Standby or Detach with decrement lowers it by one, on record.
     pub desired_capacity: i32,
+    /// How the instance was taken out: Standby or Detach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<AutoScalingExit>,
 }
 
 /// A target group registration as it was.

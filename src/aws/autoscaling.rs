@@ -3,6 +3,7 @@
 use std::future::Future;
 
 use super::AwsError;
+use crate::api::AutoScalingExit;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Membership {
@@ -14,9 +15,11 @@ pub struct Membership {
 
 pub trait AutoScalingApi: Send + Sync {
     fn membership(&self, instance_id: &str) -> impl Future<Output = Result<Option<Membership>, AwsError>> + Send;
-    /// Scale-in protection, then Standby with the desired capacity lowered by one, so the group neither
-    /// terminates the instance nor launches a replacement.
-    fn protect_and_standby(&self, group_name: &str, instance_id: &str, in_service: bool) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// Scale-in protection, then Standby or Detach with the desired capacity lowered by one, so the group
+    /// neither terminates the instance nor launches a replacement.
+    fn protect_and_remove(&self, group_name: &str, instance_id: &str, in_service: bool, exit: AutoScalingExit) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// Puts a detached instance back into its group (the desired capacity rises by one again).
+    fn attach(&self, group_name: &str, instance_id: &str) -> impl Future<Output = Result<(), AwsError>> + Send;
     /// Back in service (when in Standby; the desired capacity rises by one again) with the recorded protection.
     fn restore(&self, group_name: &str, instance_id: &str, exit_standby: bool, protected_from_scale_in: bool) -> impl Future<Output = Result<(), AwsError>> + Send;
 }
@@ -51,7 +54,7 @@ impl AutoScalingApi for SdkAutoScaling {
         }))
     }
 
-    async fn protect_and_standby(&self, group_name: &str, instance_id: &str, in_service: bool) -> Result<(), AwsError> {
+    async fn protect_and_remove(&self, group_name: &str, instance_id: &str, in_service: bool, exit: AutoScalingExit) -> Result<(), AwsError> {
         self.0
             .set_instance_protection()
             .auto_scaling_group_name(group_name)
@@ -60,7 +63,16 @@ impl AutoScalingApi for SdkAutoScaling {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("autoscaling:SetInstanceProtection", e))?;
-        if in_service {
+        if in_service && exit == AutoScalingExit::Detach {
+            self.0
+                .detach_instances()
+                .auto_scaling_group_name(group_name)
+                .instance_ids(instance_id)
+                .should_decrement_desired_capacity(true)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("autoscaling:DetachInstances", e))?;
+        } else if in_service {
             self.0
                 .enter_standby()
                 .auto_scaling_group_name(group_name)
@@ -91,6 +103,17 @@ impl AutoScalingApi for SdkAutoScaling {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("autoscaling:SetInstanceProtection", e))?;
+        Ok(())
+    }
+
+    async fn attach(&self, group_name: &str, instance_id: &str) -> Result<(), AwsError> {
+        self.0
+            .attach_instances()
+            .auto_scaling_group_name(group_name)
+            .instance_ids(instance_id)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("autoscaling:AttachInstances", e))?;
         Ok(())
     }
 }

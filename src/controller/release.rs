@@ -129,6 +129,10 @@ async fn restore(name: &str, record: &IsolationRecord, instance_id: &str, aws: &
         "AutoScaling" => {
             let Some(previous) = &record.auto_scaling else { return Ok("not in an Auto Scaling group".into()) };
             let current = aws.autoscaling.membership(instance_id).await?;
+            if current.is_none() && previous.exit == Some(crate::api::AutoScalingExit::Detach) {
+                aws.autoscaling.attach(&previous.group_name, instance_id).await?;
+            }
+            let current = aws.autoscaling.membership(instance_id).await?;
             let in_standby = current.as_ref().is_some_and(|m| m.lifecycle_state == "Standby");
             aws.autoscaling
                 .restore(&previous.group_name, instance_id, in_standby && previous.lifecycle_state == "InService", previous.protected_from_scale_in)

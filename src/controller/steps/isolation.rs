@@ -153,8 +153,13 @@ async fn instance_tags(sc: &StepContext<'_>) -> Result<Outcome, ActionError> {
 async fn auto_scaling(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, writer: &mut Writer<'_>) -> Result<Outcome, ActionError> {
     let instance_id = sc.instance_id();
     let aws = |e| ActionError::aws(e, instance_id);
+    let exit = sc.capture.spec.isolation.auto_scaling;
     let Some(current) = sc.aws.autoscaling.membership(instance_id).await.map_err(aws)? else {
-        return Ok(Outcome::NotNeeded("not in an Auto Scaling group".into()));
+        // After a restart a detached instance is no longer a member: what was recorded says it was handled.
+        return Ok(match &record(status).auto_scaling {
+            Some(r) => Outcome::Applied(format!("detached from {} (desired capacity {} -> {})", r.group_name, r.desired_capacity, r.desired_capacity - 1)),
+            None => Outcome::NotNeeded("not in an Auto Scaling group".into()),
+        });
     };
     if record(status).auto_scaling.is_none() {
         record(status).auto_scaling = Some(AutoScalingRecord {
@@ -162,13 +167,14 @@ async fn auto_scaling(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, 
             lifecycle_state: current.lifecycle_state.clone(),
             protected_from_scale_in: current.protected_from_scale_in,
             desired_capacity: current.desired_capacity,
+            exit: Some(exit),
         });
         writer.save(status).await?;
     }
     let in_service = current.lifecycle_state == "InService";
-    sc.aws.autoscaling.protect_and_standby(&current.group_name, instance_id, in_service).await.map_err(aws)?;
+    sc.aws.autoscaling.protect_and_remove(&current.group_name, instance_id, in_service, exit).await.map_err(aws)?;
     Ok(Outcome::Applied(format!(
-        "scale-in protection on and Standby in {} (desired capacity {} -> {})",
+        "scale-in protection on and {exit:?} in {} (desired capacity {} -> {})",
         current.group_name,
         current.desired_capacity,
         if in_service { current.desired_capacity - 1 } else { current.desired_capacity }
