@@ -7,3 +7,4 @@ pub mod aws;
 pub mod planner;
 pub mod acquisition;
 pub mod controller;
+pub mod manifest;

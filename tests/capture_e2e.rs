@@ -142,8 +142,19 @@ async fn capture_of_a_two_volume_instance_reaches_isolated_with_every_artifact()
     let ingress: Vec<&str> = group.ip_permissions().iter().flat_map(|p| p.ip_ranges()).filter_map(|r| r.cidr_ip()).collect();
     assert_eq!(ingress, vec!["203.0.113.7/32"]);
 
-    // Status lists every artifact.
-    assert_eq!(status.artifacts.len(), 5, "{:#?}", status.artifacts);
+    // Status lists every artifact, the manifest among them; the manifest records the same.
+    assert_eq!(status.artifacts.len(), 6, "{:#?}", status.artifacts);
+    let manifest_artifact = status.artifacts.iter().find(|a| a.kind == ArtifactType::Manifest).expect("manifest artifact");
+    assert_eq!(manifest_artifact.uri, format!("s3://{}/evidence/INC-4711/{}/{uid}/manifest.json", env.bucket, instance.instance_id));
+    let manifest_bytes = download(&s3, &manifest_artifact.uri).await;
+    assert_eq!(manifest_artifact.sha256.as_deref(), Some(hex::encode(Sha256::digest(&manifest_bytes)).as_str()));
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest_bytes).unwrap();
+    assert_eq!(manifest["capture"]["uid"], uid.as_str());
+    assert_eq!(manifest["caseId"], "INC-4711");
+    assert_eq!(manifest["artifacts"].as_array().unwrap().len(), 5, "every artifact but the manifest itself");
+    assert_eq!(manifest["artifacts"][0]["sha256"].as_str(), status.artifacts[0].sha256.as_deref());
+    assert_eq!(manifest["timeline"].as_array().unwrap().len(), 4);
+    assert!(manifest["requestedBy"]["fieldManagers"].as_array().is_some_and(|m| !m.is_empty()));
 
     // No credentials in any SSM command text, and nothing written to the instance's disks.
     let commands = commands_for(&instance.instance_id).await;

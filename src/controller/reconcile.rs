@@ -112,11 +112,21 @@ pub async fn reconcile(capture: Arc<ForensicCapture>, ctx: Arc<Context>) -> Resu
                 }
             }
             Action::Finish => {
-                status.completed_at = Some(now());
-                if let Some(target) = &status.target {
-                    lock::release(&ctx, &capture, &target.instance_id).await?;
+                let written = match status.target.clone() {
+                    // The manifest describes the finished record, so it is written just before completion.
+                    Some(target) => steps::manifest::write(&StepContext::new(&ctx, &capture, target), &mut status).await,
+                    None => Ok(()),
+                };
+                match written {
+                    Ok(()) => {
+                        status.completed_at = Some(now());
+                        if let Some(target) = &status.target {
+                            lock::release(&ctx, &capture, &target.instance_id).await?;
+                        }
+                        Ok(Progress::Continue)
+                    }
+                    Err(e) => Err(e),
                 }
-                Ok(Progress::Continue)
             }
         };
         match outcome {

@@ -5,6 +5,7 @@
 mod command;
 pub mod disk;
 pub mod isolation;
+pub mod manifest;
 pub mod memory;
 pub mod resolve;
 pub mod volatile;
