@@ -167,6 +167,27 @@ async fn capture_of_a_two_volume_instance_reaches_isolated_with_every_artifact()
         assert!(!text.contains("X-Amz-Credential=AKIA"), "URLs are signed by a scoped session, not long-term keys");
     }
     assert_eq!(files_on_instance_disk(&instance.instance_id), Vec::<String>::new());
+
+    // Deleting the capture leaves every artifact, the manifest and the snapshots in place.
+    env.captures().delete("full", &Default::default()).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while env.captures().get_opt("full").await.unwrap().is_some() {
+        assert!(std::time::Instant::now() < deadline, "deletion did not finish");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for artifact in &status.artifacts {
+        match artifact.uri.strip_prefix("s3://").and_then(|u| u.split_once('/')) {
+            Some((bucket, key)) => {
+                let head = s3.head_object().bucket(bucket).key(key).send().await.unwrap_or_else(|e| panic!("{} gone: {e:?}", artifact.uri));
+                assert_eq!(head.content_length(), artifact.size_bytes, "{}", artifact.uri);
+            }
+            None => {
+                let snapshot_id = artifact.uri.rsplit('/').next().unwrap();
+                let found = ec2.describe_snapshots().snapshot_ids(snapshot_id).send().await.expect("snapshot kept");
+                assert_eq!(found.snapshots().len(), 1, "{}", artifact.uri);
+            }
+        }
+    }
 }
 
 /// (path, contents) of each regular file in a .tar.gz.
