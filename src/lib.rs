@@ -8,3 +8,4 @@ pub mod planner;
 pub mod acquisition;
 pub mod controller;
 pub mod manifest;
+pub mod verify;
