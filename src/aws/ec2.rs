@@ -451,13 +451,7 @@ impl Ec2Api for SdkEc2 {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("ec2:CreateSecurityGroup", e))?;
-        output.group_id().map(str::to_string).ok_or_else(|| AwsError {
-            operation: "ec2:CreateSecurityGroup",
-            code: "MissingGroupId".into(),
-            message: "the response carried no group ID".into(),
-            request_id: None,
-            http_status: None,
-        })
+        output.group_id().map(str::to_string).ok_or_else(|| AwsError::local("ec2:CreateSecurityGroup", "MissingGroupId", "the response carried no group ID"))
     }
 
     /// Makes the group's rules exactly: no egress, all-protocol ingress from each allowed CIDR. Idempotent, so a

@@ -73,6 +73,11 @@ impl AwsError {
         }
     }
 
+    /// An error that arose on our side of the call (transport, or a response missing what it must carry).
+    pub fn local(operation: &'static str, code: &str, message: impl Into<String>) -> Self {
+        AwsError { operation, code: code.into(), message: message.into(), request_id: None, http_status: None }
+    }
+
     pub fn is_retryable(&self) -> bool {
         self.class() == ErrorClass::Retryable
     }

@@ -77,13 +77,7 @@ impl SdkEvidenceStore {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("sts:AssumeRole", e))?;
-        let c = assumed.credentials().ok_or_else(|| AwsError {
-            operation: "sts:AssumeRole",
-            code: "MissingCredentials".into(),
-            message: "the response carried no credentials".into(),
-            request_id: None,
-            http_status: None,
-        })?;
+        let c = assumed.credentials().ok_or_else(|| AwsError::local("sts:AssumeRole", "MissingCredentials", "the response carried no credentials"))?;
         let credentials = aws_sdk_s3::config::Credentials::new(
             c.access_key_id(),
             c.secret_access_key(),
@@ -97,17 +91,11 @@ impl SdkEvidenceStore {
 }
 
 fn presigning(ttl: Duration) -> Result<PresigningConfig, AwsError> {
-    PresigningConfig::expires_in(ttl).map_err(|e| AwsError {
-        operation: "s3:Presign",
-        code: "InvalidExpiry".into(),
-        message: e.to_string(),
-        request_id: None,
-        http_status: None,
-    })
+    PresigningConfig::expires_in(ttl).map_err(|e| AwsError::local("s3:Presign", "InvalidExpiry", e.to_string()))
 }
 
 fn presign_error(operation: &'static str, e: impl std::fmt::Display) -> AwsError {
-    AwsError { operation, code: "PresignFailed".into(), message: e.to_string(), request_id: None, http_status: None }
+    AwsError::local(operation, "PresignFailed", e.to_string())
 }
 
 impl EvidenceStore for SdkEvidenceStore {
@@ -165,13 +153,7 @@ impl EvidenceStore for SdkEvidenceStore {
 
     async fn get_object(&self, bucket: &str, key: &str) -> Result<Vec<u8>, AwsError> {
         let object = self.s3.get_object().bucket(bucket).key(key).send().await.map_err(|e| AwsError::from_sdk("s3:GetObject", e))?;
-        let bytes = object.body.collect().await.map_err(|e| AwsError {
-            operation: "s3:GetObject",
-            code: "Transport".into(),
-            message: e.to_string(),
-            request_id: None,
-            http_status: None,
-        })?;
+        let bytes = object.body.collect().await.map_err(|e| AwsError::local("s3:GetObject", "Transport", e.to_string()))?;
         Ok(bytes.to_vec())
     }
 
@@ -190,13 +172,7 @@ impl EvidenceStore for SdkEvidenceStore {
         let mut body = object.body;
         let mut hasher = Sha256::new();
         let mut size = 0i64;
-        while let Some(chunk) = body.try_next().await.map_err(|e| AwsError {
-            operation: "s3:GetObject",
-            code: "Transport".into(),
-            message: e.to_string(),
-            request_id: None,
-            http_status: None,
-        })? {
+        while let Some(chunk) = body.try_next().await.map_err(|e| AwsError::local("s3:GetObject", "Transport", e.to_string()))? {
             size += chunk.len() as i64;
             hasher.update(&chunk);
         }
@@ -225,13 +201,7 @@ impl EvidenceStore for SdkEvidenceStore {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("s3:CreateMultipartUpload", e))?;
-        output.upload_id().map(str::to_string).ok_or_else(|| AwsError {
-            operation: "s3:CreateMultipartUpload",
-            code: "MissingUploadId".into(),
-            message: "the response carried no upload ID".into(),
-            request_id: None,
-            http_status: None,
-        })
+        output.upload_id().map(str::to_string).ok_or_else(|| AwsError::local("s3:CreateMultipartUpload", "MissingUploadId", "the response carried no upload ID"))
     }
 
     async fn complete_multipart_upload(&self, bucket: &str, key: &str, upload_id: &str, parts: &[ReportedPart]) -> Result<(), AwsError> {

@@ -84,13 +84,7 @@ impl SsmApi for SdkSsm {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("ssm:SendCommand", e))?;
-        output.command().and_then(|c| c.command_id()).map(str::to_string).ok_or_else(|| AwsError {
-            operation: "ssm:SendCommand",
-            code: "MissingCommandId".into(),
-            message: "the response carried no command ID".into(),
-            request_id: None,
-            http_status: None,
-        })
+        output.command().and_then(|c| c.command_id()).map(str::to_string).ok_or_else(|| AwsError::local("ssm:SendCommand", "MissingCommandId", "the response carried no command ID"))
     }
 
     async fn invocation(&self, command_id: &str, instance_id: &str) -> Result<Invocation, AwsError> {
