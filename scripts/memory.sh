@@ -10,7 +10,7 @@
 #                   then "part <n> <presigned UploadPart URL>" lines
 #
 # The image goes AVML -> tee (SHA-256 over the whole stream) -> one part at a time in /dev/shm (memory, one
-# part's worth) -> presigned UploadPart PUT. The list of parts (number, ETag, size) goes to the parts URL;
+# part's worth) -> presigned UploadPart PUT with the part's Content-MD5 (S3 checks it on arrival). The list of parts (number, ETag, size) goes to the parts URL;
 # the controller completes the multipart upload from it (S3 checks every ETag) and checks the object's size.
 # Prints "FC-RESULT memory sha256=<hex> bytes=<n> parts=<n>" on success, "FC-ERROR <Reason> <detail>" on failure.
 # AWS-RunShellScript may start the script with sh; everything below needs bash.
@@ -54,6 +54,13 @@ if [ -z "$part_size" ] || [ -z "$parts_url" ] || [ "${#part_urls[@]}" -eq 0 ]; t
   fail PlanInvalid "the upload plan lacks the part size, the parts URL or part URLs"
 fi
 
+# Base64 MD5 of a file, for the Content-MD5 header: S3 verifies it on arrival even though the presigned URL
+# does not sign it (S3 refuses unsigned x-amz-checksum-* headers on presigned requests, and the SHA-256 is
+# not known when the URL is signed), and Object Lock buckets require it on every PUT.
+content_md5() { # file
+  printf '%b' "$(md5sum "$1" | cut -c1-32 | sed 's/../\\x&/g')" | base64
+}
+
 # Reads stdin one part at a time; each part lives in /dev/shm only until its PUT returns.
 upload_parts() {
   local n=1 size total=0
@@ -63,7 +70,7 @@ upload_parts() {
     [ "$size" -gt 0 ] || break
     [ -n "${part_urls[n]:-}" ] || fail PlanExhausted "image is larger than the $((n - 1)) parts planned"
     etag="$(curl --fail --silent --show-error --retry 5 --retry-all-errors --retry-delay 1 \
-      --upload-file "$work/part" --output /dev/null --write-out '%header{etag}' "${part_urls[n]}" 2>"$work/curl.err")" ||
+      --header "Content-MD5: $(content_md5 "$work/part")" --upload-file "$work/part" --output /dev/null --write-out '%header{etag}' "${part_urls[n]}" 2>"$work/curl.err")" ||
       fail PartUploadFailed "part $n: $(tail -c 300 "$work/curl.err")"
     [ -n "$etag" ] || fail PartUploadFailed "part $n: S3 returned no ETag"
     echo "part $n $etag $size" >>"$work/parts"
@@ -90,6 +97,6 @@ wait "$hasher"
 [ -s "$work/progress" ] || fail AcquisitionFailed "AVML wrote no data: $(tail -c 500 "$work/avml.err")"
 read -r parts bytes <"$work/progress"
 curl --fail --silent --show-error --retry 5 --retry-all-errors --retry-delay 1 \
-  --upload-file "$work/parts" --output /dev/null "$parts_url" 2>"$work/curl.err" ||
+  --header "Content-MD5: $(content_md5 "$work/parts")" --upload-file "$work/parts" --output /dev/null "$parts_url" 2>"$work/curl.err" ||
   fail PartsListUploadFailed "$(tail -c 300 "$work/curl.err")"
 echo "FC-RESULT memory sha256=$(cut -d' ' -f1 "$work/sha256") bytes=$bytes parts=$parts"

@@ -147,12 +147,19 @@ cp "/boot/System.map-$(uname -r)" "$symbols/" 2>/dev/null
 cp /sys/kernel/btf/vmlinux "$symbols/btf-vmlinux" 2>/dev/null
 cat /proc/kallsyms >"$symbols/kallsyms" 2>/dev/null
 
+# Base64 MD5 of a file, for the Content-MD5 header: S3 verifies it on arrival even though the presigned URL
+# does not sign it (S3 refuses unsigned x-amz-checksum-* headers on presigned requests, and the SHA-256 is
+# not known when the URL is signed), and Object Lock buckets require it on every PUT.
+content_md5() { # file
+  printf '%b' "$(md5sum "$1" | cut -c1-32 | sed 's/../\\x&/g')" | base64
+}
+
 # Packs a directory and PUTs it to a presigned URL; prints its FC-RESULT line.
 upload() { # name, directory, url
   local archive="$work/$1.tar.gz"
   tar -czf "$archive" -C "$(dirname "$2")" "$(basename "$2")" || { echo "FC-ERROR ArchiveFailed $1"; exit 1; }
   curl --fail --silent --show-error --retry 5 --retry-all-errors --retry-delay 1 \
-    --upload-file "$archive" --output /dev/null "$3" 2>"$work/curl.err" ||
+    --header "Content-MD5: $(content_md5 "$archive")" --upload-file "$archive" --output /dev/null "$3" 2>"$work/curl.err" ||
     { echo "FC-ERROR UploadFailed $1: $(tail -c 300 "$work/curl.err")"; exit 1; }
   echo "FC-RESULT $1 sha256=$(sha256sum "$archive" | cut -d' ' -f1) bytes=$(stat -c %s "$archive")"
 }

@@ -7,5 +7,6 @@ pub mod aws;
 pub mod planner;
 pub mod acquisition;
 pub mod controller;
+pub mod custody;
 pub mod manifest;
 pub mod verify;

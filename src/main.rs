@@ -25,11 +25,16 @@ enum Command {
     },
     /// Print the CustomResourceDefinitions (ForensicCapture, ContainmentRelease) as YAML.
     Crd,
-    /// Re-check a capture's evidence against its manifest: stream and re-hash every S3 artifact, check every
-    /// snapshot still exists with the capture's UID tag. Exits 1 on any mismatch or missing artifact.
+    /// Re-check a capture's evidence against its manifest: check the manifest's KMS signature, stream and
+    /// re-hash every S3 artifact, check every snapshot still exists with the capture's UID tag. Prints one
+    /// line per check; exits 1 on any mismatch, missing artifact or invalid signature.
     Verify {
-        /// The manifest's S3 URI (s3://bucket/.../manifest.json).
-        manifest: String,
+        /// The manifest's S3 URI (s3://bucket/.../manifest.json), or a capture as namespace/name (read from the
+        /// cluster: its status names the manifest, its recorded SHA-256 and whether it was signed).
+        target: String,
+        /// Fail when the manifest has no signature beside it (implied when verifying a capture that recorded one).
+        #[arg(long)]
+        require_signature: bool,
         /// Use path-style S3 addressing (S3-compatible endpoints).
         #[arg(long, env = "FC_S3_FORCE_PATH_STYLE", default_value_t = false)]
         s3_force_path_style: bool,
@@ -40,17 +45,21 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Crd => print!("{}", forensic_capture::crd::yaml()),
-        Command::Verify { manifest, s3_force_path_style } => {
+        Command::Verify { target, require_signature, s3_force_path_style } => {
+            let (manifest, mut expect) = verify_target(&target).await?;
+            expect.require_signature |= require_signature;
             let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
             let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&aws).force_path_style(s3_force_path_style).build());
             let store = forensic_capture::aws::s3::SdkEvidenceStore { s3, sts: aws_sdk_sts::Client::new(&aws), presign_role_arn: None };
             let ec2 = aws_sdk_ec2::Client::new(&aws);
-            let report = forensic_capture::verify::verify(&store, &ec2, &manifest).await.map_err(anyhow::Error::msg)?;
+            let kms = forensic_capture::aws::kms::SdkKms(aws_sdk_kms::Client::new(&aws));
+            let readers = forensic_capture::verify::Readers { store: &store, ec2: &ec2, kms: &kms };
+            let report = forensic_capture::verify::verify(&readers, &manifest, &expect).await.map_err(anyhow::Error::msg)?;
             for f in &report.findings {
                 println!("{} {:<22} {} {}", if f.ok { "OK  " } else { "FAIL" }, f.name, f.uri, f.detail);
             }
             let failed = report.findings.iter().filter(|f| !f.ok).count();
-            println!("{} artifacts checked, {failed} failed", report.findings.len());
+            println!("{} checks, {failed} failed", report.findings.len());
             if failed > 0 {
                 std::process::exit(1);
             }
@@ -66,6 +75,19 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A manifest URI as given, or the manifest a capture (namespace/name) recorded, with what it recorded.
+async fn verify_target(target: &str) -> anyhow::Result<(String, forensic_capture::verify::Expectations)> {
+    if target.starts_with("s3://") {
+        return Ok((target.to_string(), Default::default()));
+    }
+    let (namespace, name) =
+        target.split_once('/').ok_or_else(|| anyhow::anyhow!("{target}: give a manifest's s3:// URI or a capture as namespace/name"))?;
+    let client = kube::Client::try_default().await?;
+    let captures: kube::Api<forensic_capture::api::ForensicCapture> = kube::Api::namespaced(client, namespace);
+    let capture = captures.get(name).await.map_err(|e| anyhow::anyhow!("cannot read ForensicCapture {target}: {e}"))?;
+    forensic_capture::verify::from_capture(&capture).map_err(anyhow::Error::msg)
 }
 
 fn init_logging(format: &str) {

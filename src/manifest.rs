@@ -5,7 +5,7 @@ use kube::ResourceExt;
 use serde_json::{Value, json};
 
 use crate::{
-    api::{ForensicCapture, ForensicCaptureStatus},
+    api::{ArtifactType, ForensicCapture, ForensicCaptureStatus},
     planner::Step,
 };
 
@@ -30,7 +30,32 @@ fn requested_by(capture: &ForensicCapture) -> Value {
     })
 }
 
-pub fn build(capture: &ForensicCapture, status: &ForensicCaptureStatus, controller_version: &str) -> Value {
+/// Every snapshot with the facts an auditor checks against EC2: ID, volume, size, times, lock and the tags the
+/// controller put on it.
+fn snapshots(status: &ForensicCaptureStatus, tags: &[(String, String)]) -> Vec<Value> {
+    let tags: serde_json::Map<String, Value> = tags.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+    status
+        .artifacts
+        .iter()
+        .filter(|a| a.kind == ArtifactType::EbsSnapshot)
+        .map(|a| {
+            json!({
+                "snapshotId": a.uri.rsplit('/').next(),
+                "arn": a.uri,
+                "volumeId": a.source_volume_id,
+                "sizeBytes": a.size_bytes,
+                "startedAt": a.started_at.as_ref().map(|t| t.0.to_string()),
+                "completedAt": a.created_at.as_ref().map(|t| t.0.to_string()),
+                "state": a.state,
+                "lock": a.lock,
+                "tags": tags,
+            })
+        })
+        .collect()
+}
+
+/// The manifest of a finished capture. `snapshot_tags` are the tags the controller set on every snapshot.
+pub fn build(capture: &ForensicCapture, status: &ForensicCaptureStatus, controller_version: &str, snapshot_tags: &[(String, String)]) -> Value {
     let timeline: Vec<Value> = Step::ALL
         .into_iter()
         .filter_map(|step| {
@@ -60,6 +85,7 @@ pub fn build(capture: &ForensicCapture, status: &ForensicCaptureStatus, controll
         "requestedBy": requested_by(capture),
         "target": status.target,
         "artifacts": status.artifacts,
+        "snapshots": snapshots(status, snapshot_tags),
         "containment": status.isolation,
         "timeline": timeline,
         "startedAt": status.started_at.as_ref().map(|t| t.0.to_string()),
@@ -85,7 +111,21 @@ mod tests {
         let mut status = ForensicCaptureStatus::default();
         status.steps.volatile = Some(StepRecord { state: StepState::Succeeded, command_id: Some("cmd-1".into()), ..Default::default() });
         capture.status = Some(status.clone());
-        let manifest = build(&capture, &status, "0.1.0");
+        status.artifacts.push(crate::api::Artifact {
+            name: "snapshot-vol-1".into(),
+            kind: ArtifactType::EbsSnapshot,
+            uri: "arn:aws:ec2:eu-west-1::snapshot/snap-1".into(),
+            sha256: None,
+            size_bytes: Some(8 << 30),
+            started_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())),
+            created_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())),
+            state: "Available".into(),
+            source_volume_id: Some("vol-1".into()),
+            lock: None,
+            key_id: None,
+        });
+        capture.status = Some(status.clone());
+        let manifest = build(&capture, &status, "0.1.0", &[("forensic-capture.dev/capture-uid".into(), "u-1".into())]);
         assert_eq!(manifest["format"], FORMAT);
         assert_eq!(manifest["capture"]["uid"], "u-1");
         assert_eq!(manifest["caseId"], "INC-1");
@@ -93,5 +133,10 @@ mod tests {
         assert_eq!(manifest["timeline"][0]["step"], "volatile");
         assert_eq!(manifest["timeline"][0]["commandId"], "cmd-1");
         assert_eq!(manifest["controllerVersion"], "0.1.0");
+        let snapshot = &manifest["snapshots"][0];
+        assert_eq!(snapshot["snapshotId"], "snap-1");
+        assert_eq!(snapshot["volumeId"], "vol-1");
+        assert_eq!(snapshot["tags"]["forensic-capture.dev/capture-uid"], "u-1");
+        assert!(snapshot["startedAt"].is_string() && snapshot["completedAt"].is_string());
     }
 }

@@ -1,8 +1,14 @@
 //! `forensic-capture verify`: re-checks a capture's evidence against its manifest, without trusting the
 //! controller or the cluster: every S3 artifact is streamed and re-hashed, every snapshot must still exist and
-//! carry the capture's UID tag.
+//! carry the capture's UID tag, and the manifest's KMS signature must cover the manifest's exact bytes.
 
-use crate::aws::{AwsError, ec2::tags, s3::EvidenceStore};
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+use crate::{
+    aws::{AwsError, ec2::tags, kms::SdkKms, s3::EvidenceStore},
+    custody::{SIGNATURE_SUFFIX, SignatureDocument},
+};
 
 /// One artifact's verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,22 +33,89 @@ fn split_s3(uri: &str) -> Option<(&str, &str)> {
     uri.strip_prefix("s3://")?.split_once('/')
 }
 
-pub async fn verify(store: &crate::aws::s3::SdkEvidenceStore, ec2: &aws_sdk_ec2::Client, manifest_uri: &str) -> Result<Report, String> {
+/// What the caller expects of the manifest itself, beyond what it says of the artifacts.
+#[derive(Debug, Clone, Default)]
+pub struct Expectations {
+    /// SHA-256 of the manifest as the capture's status recorded it (when verifying by capture).
+    pub manifest_sha256: Option<String>,
+    /// Fail when the manifest has no signature beside it.
+    pub require_signature: bool,
+}
+
+/// The clients verification reads with.
+pub struct Readers<'a> {
+    pub store: &'a crate::aws::s3::SdkEvidenceStore,
+    pub ec2: &'a aws_sdk_ec2::Client,
+    pub kms: &'a SdkKms,
+}
+
+pub async fn verify(readers: &Readers<'_>, manifest_uri: &str, expect: &Expectations) -> Result<Report, String> {
     let (bucket, key) = split_s3(manifest_uri).ok_or_else(|| format!("{manifest_uri} is not an s3://bucket/key URI"))?;
-    let bytes = store.get_object(bucket, key).await.map_err(|e| format!("cannot read the manifest {manifest_uri}: {e}"))?;
+    let bytes = readers.store.get_object(bucket, key).await.map_err(|e| format!("cannot read the manifest {manifest_uri}: {e}"))?;
+    let manifest_sha256 = hex::encode(Sha256::digest(&bytes));
+    let mut findings = Vec::new();
+    if let Some(recorded) = &expect.manifest_sha256 {
+        let ok = *recorded == manifest_sha256;
+        let detail = if ok {
+            format!("sha256 {manifest_sha256} as recorded in the capture's status")
+        } else {
+            format!("MISMATCH: the capture's status recorded sha256 {recorded}, the manifest has sha256 {manifest_sha256}")
+        };
+        findings.push(Finding { name: "manifest".into(), uri: manifest_uri.into(), ok, detail });
+    }
+    findings.push(check_signature(readers, bucket, key, manifest_uri, &manifest_sha256, expect.require_signature).await);
     let manifest: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| format!("{manifest_uri} is not a manifest: {e}"))?;
     let uid = manifest["capture"]["uid"].as_str().unwrap_or_default().to_string();
-    let mut findings = Vec::new();
     for artifact in manifest["artifacts"].as_array().into_iter().flatten() {
         let name = artifact["name"].as_str().unwrap_or("?").to_string();
         let uri = artifact["uri"].as_str().unwrap_or_default().to_string();
         let (ok, detail) = match split_s3(&uri) {
-            Some((bucket, key)) => check_object(store, bucket, key, artifact).await,
-            None => check_snapshot(ec2, &uri, &uid).await,
+            Some((bucket, key)) => check_object(readers.store, bucket, key, artifact).await,
+            None => check_snapshot(readers.ec2, &uri, &uid).await,
         };
         findings.push(Finding { name, uri, ok, detail });
     }
     Ok(Report { findings })
+}
+
+/// Checks `<manifest>.sig`: it must cover exactly these manifest bytes, and KMS must confirm the signature.
+async fn check_signature(readers: &Readers<'_>, bucket: &str, key: &str, manifest_uri: &str, manifest_sha256: &str, required: bool) -> Finding {
+    let signature_key = format!("{key}{SIGNATURE_SUFFIX}");
+    let uri = format!("s3://{bucket}/{signature_key}");
+    let finding = |ok: bool, detail: String| Finding { name: "manifest-signature".into(), uri: uri.clone(), ok, detail };
+    let bytes = match readers.store.get_object(bucket, &signature_key).await {
+        Ok(bytes) => bytes,
+        Err(e) if e.class() == crate::aws::ErrorClass::NotFound => {
+            return if required {
+                finding(false, format!("MISSING: no signature beside {manifest_uri}, and one is required"))
+            } else {
+                finding(true, "UNSIGNED: no signature beside the manifest (pass --require-signature to make this a failure)".into())
+            };
+        }
+        Err(e) => return finding(false, missing(e)),
+    };
+    let Ok(document) = serde_json::from_slice::<SignatureDocument>(&bytes) else {
+        return finding(false, "MISMATCH: the signature file is not a forensic-capture signature document".into());
+    };
+    if document.manifest_sha256 != manifest_sha256 {
+        return finding(
+            false,
+            format!("MISMATCH: the signature covers manifest sha256 {}, the manifest has sha256 {manifest_sha256}", document.manifest_sha256),
+        );
+    }
+    let signature = match base64::engine::general_purpose::STANDARD.decode(&document.signature) {
+        Ok(s) => s,
+        Err(e) => return finding(false, format!("MISMATCH: the signature is not base64: {e}")),
+    };
+    let digest = hex::decode(manifest_sha256).expect("hex digest");
+    match readers.kms.verify_digest(&document.key_id, &document.signing_algorithm, &digest, &signature).await {
+        Ok(true) => finding(true, format!("signature valid: {} over sha256 {manifest_sha256}, key {}", document.signing_algorithm, document.key_id)),
+        Ok(false) => finding(
+            false,
+            format!("MISMATCH: KMS reports the signature invalid for manifest sha256 {manifest_sha256} with key {} ({})", document.key_id, document.signing_algorithm),
+        ),
+        Err(e) => finding(false, format!("UNVERIFIED: {e}")),
+    }
 }
 
 async fn check_object(store: &crate::aws::s3::SdkEvidenceStore, bucket: &str, key: &str, artifact: &serde_json::Value) -> (bool, String) {
@@ -80,5 +153,54 @@ fn missing(e: AwsError) -> String {
     match e.class() {
         crate::aws::ErrorClass::NotFound => format!("MISSING: {e}"),
         _ => format!("UNVERIFIED: {e}"),
+    }
+}
+
+/// The manifest a capture's status points at, and what the status recorded about it: its SHA-256, and whether
+/// the controller signed it (then a missing signature is a failure).
+pub fn from_capture(capture: &crate::api::ForensicCapture) -> Result<(String, Expectations), String> {
+    use crate::api::ArtifactType;
+    use kube::ResourceExt;
+    let name = format!("{}/{}", capture.namespace().unwrap_or_default(), capture.name_any());
+    let artifacts = capture.status.as_ref().map(|s| s.artifacts.as_slice()).unwrap_or_default();
+    let manifest = artifacts
+        .iter()
+        .find(|a| a.kind == ArtifactType::Manifest)
+        .ok_or_else(|| format!("capture {name} lists no manifest (it has not completed, or had no evidence bucket)"))?;
+    let signed = artifacts.iter().any(|a| a.kind == ArtifactType::ManifestSignature);
+    Ok((manifest.uri.clone(), Expectations { manifest_sha256: manifest.sha256.clone(), require_signature: signed }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_capture_that_signed_its_manifest_requires_the_signature() {
+        let capture: crate::api::ForensicCapture = serde_json::from_value(serde_json::json!({
+            "apiVersion": "forensic-capture.dev/v1alpha1", "kind": "ForensicCapture",
+            "metadata": {"name": "c", "namespace": "ir"},
+            "spec": {"caseId": "INC-1", "target": {"instanceId": "i-0123456789abcdef0"}},
+            "status": {"artifacts": [
+                {"name": "manifest", "type": "Manifest", "uri": "s3://b/k/manifest.json", "sha256": "ab", "state": "Available"},
+                {"name": "manifest-signature", "type": "ManifestSignature", "uri": "s3://b/k/manifest.json.sig", "state": "Available"}
+            ]}
+        }))
+        .unwrap();
+        let (uri, expect) = from_capture(&capture).unwrap();
+        assert_eq!(uri, "s3://b/k/manifest.json");
+        assert_eq!(expect.manifest_sha256.as_deref(), Some("ab"));
+        assert!(expect.require_signature);
+    }
+
+    #[test]
+    fn a_capture_without_a_manifest_says_so() {
+        let capture: crate::api::ForensicCapture = serde_json::from_value(serde_json::json!({
+            "apiVersion": "forensic-capture.dev/v1alpha1", "kind": "ForensicCapture",
+            "metadata": {"name": "c", "namespace": "ir"},
+            "spec": {"caseId": "INC-1", "target": {"instanceId": "i-0123456789abcdef0"}}
+        }))
+        .unwrap();
+        assert!(from_capture(&capture).unwrap_err().contains("capture ir/c lists no manifest"));
     }
 }

@@ -333,6 +333,9 @@ pub struct Artifact {
     /// Size in bytes (for snapshots: the volume size).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_bytes: Option<i64>,
+    /// When the acquisition of the artifact began (the step's start; for snapshots, EC2's start time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
     /// When the artifact was complete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<Time>,
@@ -341,6 +344,47 @@ pub struct Artifact {
     /// For snapshots: the source volume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_volume_id: Option<String>,
+    /// Write-once protection the controller applied (S3 Object Lock, EBS Snapshot Lock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<ArtifactLock>,
+    /// For signatures: the KMS key (ARN) that signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+}
+
+impl Artifact {
+    /// An S3 object, complete now, with its SHA-256 and size.
+    pub fn s3_object(name: &str, kind: ArtifactType, uri: String, sha256: String, size_bytes: i64) -> Self {
+        Artifact {
+            name: name.into(),
+            kind,
+            uri,
+            sha256: Some(sha256),
+            size_bytes: Some(size_bytes),
+            started_at: None,
+            created_at: Some(Time(k8s_openapi::jiff::Timestamp::now())),
+            state: "Available".into(),
+            source_volume_id: None,
+            lock: None,
+            key_id: None,
+        }
+    }
+}
+
+/// Write-once protection of one artifact.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ArtifactLock {
+    /// Object Lock retention mode (GOVERNANCE, COMPLIANCE) or the snapshot lock state EC2 reported
+    /// (governance, compliance, compliance-cooloff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// When the retention or lock ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Time>,
+    /// S3 Object Lock legal hold is on.
+    #[serde(default)]
+    pub legal_hold: bool,
 }
 
 /// Kind of artifact.
@@ -356,6 +400,8 @@ pub enum ArtifactType {
     EbsSnapshot,
     /// Per-capture evidence manifest.
     Manifest,
+    /// KMS signature of the manifest.
+    ManifestSignature,
 }
 
 /// Progress of every step.

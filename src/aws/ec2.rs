@@ -52,6 +52,8 @@ pub struct SnapshotInfo {
     pub state: String,
     pub volume_size_gib: Option<i32>,
     pub owner_id: Option<String>,
+    /// When EC2 started the snapshot (RFC 3339).
+    pub start_time: Option<String>,
 }
 
 /// The EC2 calls the controller makes.
@@ -111,6 +113,7 @@ fn snapshot_info(s: &aws_sdk_ec2::types::Snapshot) -> Option<SnapshotInfo> {
         state: s.state().map(|s| s.as_str().to_string()).unwrap_or_default(),
         volume_size_gib: s.volume_size(),
         owner_id: s.owner_id().map(str::to_string),
+        start_time: s.start_time().and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()),
     })
 }
 
@@ -422,6 +425,7 @@ impl Ec2Api for SdkEc2 {
                     state: s.state().map(|s| s.as_str().to_string()).unwrap_or_default(),
                     volume_size_gib: s.volume_size(),
                     owner_id: s.owner_id().map(str::to_string),
+                    start_time: s.start_time().and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()),
                 })
             })
             .collect())

@@ -5,7 +5,9 @@ pub mod ec2;
 pub mod elbv2;
 pub mod error;
 pub mod iam;
+pub mod kms;
 pub mod s3;
+pub mod snapshot_lock;
 pub mod ssm;
 
 pub use error::{AwsError, ErrorClass};

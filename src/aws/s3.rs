@@ -9,12 +9,12 @@ use std::{future::Future, time::Duration};
 
 use aws_sdk_s3::{
     presigning::PresigningConfig,
-    types::{CompletedMultipartUpload, CompletedPart},
+    types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ObjectLockLegalHold, ObjectLockLegalHoldStatus, ObjectLockRetention, ObjectLockRetentionMode},
 };
 use sha2::{Digest, Sha256};
 
 use super::AwsError;
-use crate::acquisition::ReportedPart;
+use crate::{acquisition::ReportedPart, custody::ObjectProtection};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Presign {
@@ -36,7 +36,14 @@ pub trait EvidenceStore: Send + Sync {
     fn check_bucket(&self, bucket: &str) -> impl Future<Output = Result<(), AwsError>> + Send;
     /// Presigned URLs for exactly these objects, valid for `ttl`.
     fn presign(&self, requests: &[Presign], ttl: Duration, session_name: &str) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
+    /// Writes an object the controller itself produced, with its SHA-256 as an S3 additional checksum (S3
+    /// rejects the PUT if the bytes it received differ).
     fn put_object(&self, bucket: &str, key: &str, body: Vec<u8>, content_type: &str) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// Like `put_object`, but only if no object exists at the key yet (If-None-Match: *), so that a record
+    /// written once is never replaced, even by this controller after a restart.
+    fn put_object_once(&self, bucket: &str, key: &str, body: Vec<u8>, content_type: &str) -> impl Future<Output = Result<Written, AwsError>> + Send;
+    /// Sets Object Lock retention and/or legal hold on the current version of an object.
+    fn protect_object(&self, bucket: &str, key: &str, protection: &ObjectProtection) -> impl Future<Output = Result<(), AwsError>> + Send;
     fn get_object(&self, bucket: &str, key: &str) -> impl Future<Output = Result<Vec<u8>, AwsError>> + Send;
     fn object_size(&self, bucket: &str, key: &str) -> impl Future<Output = Result<Option<i64>, AwsError>> + Send;
     /// Streams the object through SHA-256; returns (hex digest, size).
@@ -44,6 +51,19 @@ pub trait EvidenceStore: Send + Sync {
     fn find_multipart_upload(&self, bucket: &str, key: &str) -> impl Future<Output = Result<Option<String>, AwsError>> + Send;
     fn create_multipart_upload(&self, bucket: &str, key: &str) -> impl Future<Output = Result<String, AwsError>> + Send;
     fn complete_multipart_upload(&self, bucket: &str, key: &str, upload_id: &str, parts: &[ReportedPart]) -> impl Future<Output = Result<(), AwsError>> + Send;
+}
+
+/// Outcome of a write-once PUT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    Created,
+    /// An object already existed at the key; nothing was written.
+    AlreadyExists,
+}
+
+fn sha256_base64(body: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(Sha256::digest(body))
 }
 
 #[derive(Clone)]
@@ -87,6 +107,21 @@ impl SdkEvidenceStore {
         );
         let config = self.s3.config().to_builder().credentials_provider(credentials).build();
         Ok(aws_sdk_s3::Client::from_conf(config))
+    }
+}
+
+impl SdkEvidenceStore {
+    /// A PutObject carrying the body's SHA-256 as an S3 additional checksum.
+    fn checked_put(&self, bucket: &str, key: &str, body: Vec<u8>, content_type: &str) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+        self.s3
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type(content_type)
+            // Both headers: the algorithm header is what Object Lock buckets (and moto) look for on a PUT.
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .checksum_sha256(sha256_base64(&body))
+            .body(body.into())
     }
 }
 
@@ -139,15 +174,45 @@ impl EvidenceStore for SdkEvidenceStore {
     }
 
     async fn put_object(&self, bucket: &str, key: &str, body: Vec<u8>, content_type: &str) -> Result<(), AwsError> {
-        self.s3
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .content_type(content_type)
-            .body(body.into())
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("s3:PutObject", e))?;
+        self.checked_put(bucket, key, body, content_type).send().await.map_err(|e| AwsError::from_sdk("s3:PutObject", e))?;
+        Ok(())
+    }
+
+    async fn put_object_once(&self, bucket: &str, key: &str, body: Vec<u8>, content_type: &str) -> Result<Written, AwsError> {
+        match self.checked_put(bucket, key, body, content_type).if_none_match("*").send().await {
+            Ok(_) => Ok(Written::Created),
+            Err(e) => {
+                let e = AwsError::from_sdk("s3:PutObject", e);
+                if e.http_status == Some(412) || e.code == "PreconditionFailed" { Ok(Written::AlreadyExists) } else { Err(e) }
+            }
+        }
+    }
+
+    async fn protect_object(&self, bucket: &str, key: &str, protection: &ObjectProtection) -> Result<(), AwsError> {
+        if let Some((mode, until)) = protection.retention {
+            let retention = ObjectLockRetention::builder()
+                .mode(ObjectLockRetentionMode::from(mode.as_str()))
+                .retain_until_date(aws_sdk_s3::primitives::DateTime::from_secs(until.as_second()))
+                .build();
+            self.s3
+                .put_object_retention()
+                .bucket(bucket)
+                .key(key)
+                .retention(retention)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("s3:PutObjectRetention", e))?;
+        }
+        if protection.legal_hold {
+            self.s3
+                .put_object_legal_hold()
+                .bucket(bucket)
+                .key(key)
+                .legal_hold(ObjectLockLegalHold::builder().status(ObjectLockLegalHoldStatus::On).build())
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("s3:PutObjectLegalHold", e))?;
+        }
         Ok(())
     }
 

@@ -69,6 +69,9 @@ pub struct Config {
     /// How many captures are reconciled at once.
     #[arg(long, env = "FC_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
+
+    #[command(flatten)]
+    pub protection: super::protection_config::ProtectionConfig,
 }
 
 impl Config {

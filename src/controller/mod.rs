@@ -2,6 +2,7 @@
 
 pub mod config;
 mod lock;
+pub mod protection_config;
 mod reconcile;
 mod release;
 mod status;
@@ -21,7 +22,7 @@ use kube::{
 
 use crate::{
     api::{ContainmentRelease, ForensicCapture},
-    aws::{autoscaling::SdkAutoScaling, ec2::SdkEc2, elbv2::SdkLoadBalancing, iam::SdkIam, s3::SdkEvidenceStore, ssm::SdkSsm},
+    aws::{autoscaling::SdkAutoScaling, ec2::SdkEc2, elbv2::SdkLoadBalancing, iam::SdkIam, kms::SdkKms, s3::SdkEvidenceStore, ssm::SdkSsm},
 };
 pub use config::Config;
 
@@ -37,6 +38,7 @@ pub struct RegionClients {
     pub autoscaling: SdkAutoScaling,
     pub elbv2: SdkLoadBalancing,
     pub iam: SdkIam,
+    pub kms: SdkKms,
 }
 
 pub struct Context {
@@ -86,6 +88,7 @@ impl Context {
                     autoscaling: SdkAutoScaling(aws_sdk_autoscaling::Client::new(&config)),
                     elbv2: SdkLoadBalancing(aws_sdk_elasticloadbalancingv2::Client::new(&config)),
                     iam: SdkIam(aws_sdk_iam::Client::new(&config)),
+                    kms: SdkKms(aws_sdk_kms::Client::new(&config)),
                 }
             })
             .clone()

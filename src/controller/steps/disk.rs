@@ -38,6 +38,10 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
         ));
     }
     if snapshots.iter().all(|s| s.state == "completed") {
+        for snapshot in &snapshots {
+            let lock = super::protect::snapshot(sc, &snapshot.snapshot_id).await?;
+            upsert_artifact(status, Artifact { lock, ..artifact(sc, snapshot) });
+        }
         super::end(STEP, status, StepState::Succeeded, None, None);
         return Ok(Progress::Continue);
     }
@@ -52,8 +56,11 @@ fn artifact(sc: &StepContext<'_>, snapshot: &SnapshotInfo) -> Artifact {
         uri: format!("arn:aws:ec2:{}::snapshot/{}", sc.target.region, snapshot.snapshot_id),
         sha256: None,
         size_bytes: snapshot.volume_size_gib.map(|g| g as i64 * 1024 * 1024 * 1024),
+        started_at: snapshot.start_time.as_deref().and_then(|t| t.parse().ok()).map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
         created_at: (snapshot.state == "completed").then(now),
         state: if snapshot.state == "completed" { "Available".into() } else { snapshot.state.clone() },
         source_volume_id: Some(snapshot.volume_id.clone()),
+        lock: None,
+        key_id: None,
     }
 }

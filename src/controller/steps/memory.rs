@@ -8,7 +8,7 @@ use crate::{
     acquisition::{self, plan_parts},
     api::{Artifact, ArtifactType, ForensicCaptureStatus, StepState},
     aws::s3::{EvidenceStore, Presign},
-    controller::{config::parse_s3_uri, status::now},
+    controller::config::parse_s3_uri,
     planner::Step,
 };
 
@@ -82,19 +82,14 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
     let bytes: i64 = reported.get("bytes").and_then(|b| b.parse().ok()).unwrap_or(-1);
     let part_count: i32 = reported.get("parts").and_then(|p| p.parse().ok()).unwrap_or(-1);
     complete_upload(sc, &bucket, &key, &parts_key, &upload_id, bytes, part_count).await?;
-    upsert_artifact(
-        status,
-        Artifact {
-            name: "memory".into(),
-            kind: ArtifactType::MemoryImage,
-            uri: format!("s3://{bucket}/{key}"),
-            sha256: Some(sha256),
-            size_bytes: Some(bytes),
-            created_at: Some(now()),
-            state: "Available".into(),
-            source_volume_id: None,
-        },
-    );
+    check_image_hash(sc, &bucket, &key, &sha256).await?;
+    let mut artifact = Artifact {
+        started_at: super::record(STEP, status).started_at.clone(),
+        ..Artifact::s3_object("memory", ArtifactType::MemoryImage, format!("s3://{bucket}/{key}"), sha256, bytes)
+    };
+    upsert_artifact(status, artifact.clone());
+    artifact.lock = super::protect::object(sc, &bucket, &key).await?;
+    upsert_artifact(status, artifact);
     super::end(STEP, status, StepState::Succeeded, None, None);
     Ok(Progress::Continue)
 }
@@ -182,6 +177,21 @@ async fn complete_upload(
     let size = store.object_size(bucket, key).await.map_err(|e| StepError::aws(e, instance_id, "UploadIncomplete"))?;
     if size != Some(bytes) {
         return Err(StepError::failed("UploadIncomplete", format!("{uri} from instance {instance_id}: expected {bytes} bytes, S3 holds {size:?}")));
+    }
+    Ok(())
+}
+
+/// The controller's own end-to-end check: the completed object is streamed back and hashed, and must equal the
+/// SHA-256 the instance computed over the stream AVML produced. (Per part, S3 has already checked each part's
+/// Content-MD5 and ETag; this covers the whole image, including part order.)
+async fn check_image_hash(sc: &StepContext<'_>, bucket: &str, key: &str, reported_sha256: &str) -> Result<(), StepError> {
+    let instance_id = sc.instance_id();
+    let (actual, size) = sc.aws.store.object_sha256(bucket, key).await.map_err(|e| StepError::aws(e, instance_id, "UploadIncomplete"))?;
+    if actual != reported_sha256 {
+        return Err(StepError::failed(
+            "ArtifactChecksumMismatch",
+            format!("s3://{bucket}/{key} from instance {instance_id}: the instance streamed sha256 {reported_sha256}, S3 holds sha256 {actual} ({size} bytes)"),
+        ));
     }
     Ok(())
 }

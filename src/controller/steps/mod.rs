@@ -7,6 +7,7 @@ pub mod disk;
 pub mod isolation;
 pub mod manifest;
 pub mod memory;
+pub mod protect;
 pub mod resolve;
 pub mod volatile;
 

@@ -6,7 +6,6 @@ use crate::{
     acquisition,
     api::{Artifact, ArtifactType, ForensicCaptureStatus, StepState},
     aws::s3::{EvidenceStore, Presign},
-    controller::status::now,
     planner::Step,
 };
 
@@ -44,7 +43,10 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
         return Ok(Progress::Wait(POLL));
     };
     for (name, key, kind) in [("volatile", &volatile_key, ArtifactType::VolatileData), ("symbols", &symbols_key, ArtifactType::KernelSymbols)] {
-        let artifact = verified_artifact(sc, &stdout, name, &bucket, key, kind).await?;
+        let mut artifact = verified_artifact(sc, &stdout, name, &bucket, key, kind).await?;
+        artifact.started_at = super::record(STEP, status).started_at.clone();
+        upsert_artifact(status, artifact.clone());
+        artifact.lock = super::protect::object(sc, &bucket, key).await?;
         upsert_artifact(status, artifact);
     }
     super::end(STEP, status, StepState::Succeeded, None, None);
@@ -72,14 +74,5 @@ async fn verified_artifact(
             format!("s3://{bucket}/{key} from instance {instance_id}: instance reported sha256 {expected}, S3 holds {actual} ({size} bytes)"),
         ));
     }
-    Ok(Artifact {
-        name: name.into(),
-        kind,
-        uri: format!("s3://{bucket}/{key}"),
-        sha256: Some(actual),
-        size_bytes: Some(size),
-        created_at: Some(now()),
-        state: "Available".into(),
-        source_volume_id: None,
-    })
+    Ok(Artifact::s3_object(name, kind, format!("s3://{bucket}/{key}"), actual, size))
 }
