@@ -36,3 +36,7 @@ print(f"bucket={bucket}")
 print(f"avml_uri=s3://{bucket}/tools/avml-x86_64")
 print(f"avml_sha256={hashlib.sha256(avml).hexdigest()}")
 print(f"instance_id={instance}")
+# An asymmetric KMS key that signs the capture's manifest.
+kms = boto3.client("kms", endpoint_url=endpoint, region_name=region)
+key = kms.create_key(KeyUsage="SIGN_VERIFY", KeySpec="ECC_NIST_P256", Description="forensic-capture demo manifest signing")
+print(f"signing_key_id={key['KeyMetadata']['KeyId']}")
