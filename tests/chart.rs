@@ -473,6 +473,8 @@ async fn the_controller_as_the_charts_service_account_completes_captures_and_is_
         releases.get("release-full").await.unwrap().status.and_then(|s| s.phase).as_deref() == Some("Released")
     })
     .await;
+    let released = serde_json::to_value(releases.get("release-full").await.unwrap()).unwrap();
+    assert_eq!(chart::argocd_health(&released).0, "Healthy", "{released:#}");
 
     // Events were published under the chart's identity, with the pod name from the downward API.
     let events: Api<Event> = Api::namespaced(env.kube.clone(), &env.namespace);

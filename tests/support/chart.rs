@@ -25,8 +25,9 @@ pub fn chart_dir() -> PathBuf {
     repo_root().join("charts/forensic-capture")
 }
 
-pub fn health_dir() -> PathBuf {
-    repo_root().join("argocd/resource_customizations/forensic-capture.dev/ForensicCapture")
+/// Argo CD's layout: resource_customizations/<group>/<kind>/{health.lua,health_test.yaml,testdata/}.
+pub fn health_dir(kind: &str) -> PathBuf {
+    repo_root().join("argocd/resource_customizations/forensic-capture.dev").join(kind)
 }
 
 fn helm_bin() -> PathBuf {
@@ -211,9 +212,9 @@ fn lua_string(s: &str) -> String {
     out
 }
 
-/// Runs health.lua under `lua5.1` with `obj` set to `object`; returns (status, message).
+/// Runs the health.lua of the object's kind under `lua5.1` with `obj` set to `object`; returns (status, message).
 pub fn argocd_health(object: &Value) -> (String, String) {
-    let script = health_dir().join("health.lua");
+    let script = health_dir(object["kind"].as_str().expect("object with a kind")).join("health.lua");
     let harness = format!(
         "obj = {}\nlocal hs = dofile({})\nio.write(tostring(hs.status), \"\\n\", tostring(hs.message))\n",
         lua_literal(object),
