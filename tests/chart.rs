@@ -31,6 +31,10 @@ use support::{
     stack, unique,
 };
 
+/// Held while a test installs the chart or switches the ServiceMonitor API on or off: helm decides what to
+/// render from the APIs the server offers when it starts, so the API must not vanish under an install.
+static SERVED_APIS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const SHA: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 /// Values that switch on every optional part of the chart.
@@ -287,6 +291,7 @@ async fn allowed(client: &kube::Client, service_account: (&str, &str), verb: &st
 #[tokio::test]
 async fn helm_install_creates_every_object_and_a_service_monitor_only_where_the_monitoring_api_exists() {
     let client = stack().kube().await;
+    let _apis = SERVED_APIS.lock().await;
     remove_service_monitor_crd(&client).await;
 
     let release = unique("fc");
@@ -413,7 +418,10 @@ async fn the_controller_as_the_charts_service_account_completes_captures_and_is_
     .into_iter()
     .flatten()
     .collect();
-    chart::install(&release, &release_namespace, &values).unwrap_or_else(|e| panic!("{e}"));
+    {
+        let _apis = SERVED_APIS.lock().await;
+        chart::install(&release, &release_namespace, &values).unwrap_or_else(|e| panic!("{e}"));
+    }
 
     // The controller process gets what the kubelet would give the chart's pod: the Deployment's environment and
     // a token of its ServiceAccount, nothing else from the cluster side.
