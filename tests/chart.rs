@@ -90,7 +90,7 @@ fn the_charts_crds_are_the_repositorys_and_its_version_is_the_controllers() {
 
 #[test]
 fn the_schema_rejects_malformed_values_naming_the_key() {
-    let cases: [(&[[String; 2]], &str); 7] = [
+    let cases: [(&[[String; 2]], &str); 9] = [
         (&[set_string("evidence.buckt", "evidence")], "additional properties 'buckt' not allowed"),
         (&[set_string("avml.x86_64.uri", "s3://tools-bucket/avml")], "/avml/x86_64/sha256"),
         (&[set_string("avml.x86_64.uri", "s3://tools-bucket/avml"), set_string("avml.x86_64.sha256", "abc")], "/avml/x86_64/sha256"),
@@ -98,6 +98,9 @@ fn the_schema_rejects_malformed_values_naming_the_key() {
         (&[set_string("evidence.objectLock.mode", "governance"), set("evidence.objectLock.retentionDays", "7")], "/evidence/objectLock/mode"),
         (&[set_string("evidence.objectLock.mode", "GOVERNANCE")], "/evidence/objectLock/retentionDays"),
         (&[set("controller.commandDeliveryTimeoutSeconds", "10")], "/controller/commandDeliveryTimeoutSeconds"),
+        // Without leader election a second controller would act on AWS too.
+        (&[set("controller.leaderElection.enabled", "false"), set("replicas", "2")], "/replicas"),
+        (&[set("controller.leaderElection.enabled", "false"), set_string("strategy.type", "RollingUpdate")], "/strategy/type"),
     ];
     for (values, expected) in cases {
         let args: Vec<String> = values.iter().flatten().cloned().collect();
