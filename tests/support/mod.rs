@@ -201,5 +201,6 @@ pub async fn run_instance(ec2: &aws_sdk_ec2::Client, extra_volumes: usize, tags:
     TestInstance { instance_id, vpc_id, subnet_id }
 }
 
+pub mod chart;
 pub mod controller;
 pub mod fixtures;
