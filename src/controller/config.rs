@@ -69,6 +69,8 @@ pub struct Config {
     /// How many captures are reconciled at once.
     #[arg(long, env = "FC_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
+
+    #[command(flatten)] pub operations: super::operations_config::OperationsConfig,
 }
 
 impl Config {
