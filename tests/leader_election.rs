@@ -81,12 +81,18 @@ async fn assert_only_the_leader_acted(pair: &Pair) {
     assert!(!standby_log.contains("reconcile"), "the standby logged reconciles:\n{standby_log}");
 }
 
+/// Two controllers, one leading, in the middle of capture `name` that only the leader has acted on.
+async fn leader_mid_capture(prefix: &str, name: &str) -> (CaptureEnv, Pair, String) {
+    let env = CaptureEnv::new(prefix).await;
+    let pair = elect(&env).await;
+    let instance = capture_in_flight(&env, name).await;
+    assert_only_the_leader_acted(&pair).await;
+    (env, pair, instance)
+}
+
 #[tokio::test]
 async fn a_killed_leader_is_replaced_after_its_lease_expires_and_the_capture_finishes_once() {
-    let env = CaptureEnv::new("leader-kill").await;
-    let mut pair = elect(&env).await;
-    let instance = capture_in_flight(&env, "failover").await;
-    assert_only_the_leader_acted(&pair).await;
+    let (env, mut pair, instance) = leader_mid_capture("leader-kill", "failover").await;
 
     pair.leader.kill();
     let (holder, failover) = leader::wait_for_holder(&env, LEASE_DURATION * 3, |h| h.starts_with(&format!("{}_", pair.standby_name))).await;
@@ -114,10 +120,7 @@ async fn a_killed_leader_is_replaced_after_its_lease_expires_and_the_capture_fin
 
 #[tokio::test]
 async fn sigterm_hands_the_lease_to_the_standby_at_once_and_the_capture_finishes_once() {
-    let env = CaptureEnv::new("leader-term").await;
-    let mut pair = elect(&env).await;
-    let instance = capture_in_flight(&env, "handover").await;
-    assert_only_the_leader_acted(&pair).await;
+    let (env, mut pair, instance) = leader_mid_capture("leader-term", "handover").await;
 
     let sent = Instant::now();
     let exit = pair.leader.terminate(Duration::from_secs(30)).expect("the leader exits after SIGTERM");
@@ -139,4 +142,29 @@ async fn sigterm_hands_the_lease_to_the_standby_at_once_and_the_capture_finishes
 
     let capture = env.wait_completed("handover").await;
     support::side_effects::assert_each_side_effect_once(&instance, &capture).await;
+}
+
+#[tokio::test]
+async fn a_leader_that_finds_the_lease_taken_exits_at_once() {
+    let env = CaptureEnv::new("leader-lost").await;
+    let mut only = leader::candidate(&env, "controller-a", &[]);
+    leader::wait_for_holder(&env, Duration::from_secs(30), |h| h.starts_with("controller-a_")).await;
+    // Another holder appears (a split brain, or an operator taking the Lease away).
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> = kube::Api::namespaced(env.kube.clone(), &env.namespace);
+    let taken = serde_json::json!({"spec": {"holderIdentity": "intruder", "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(k8s_openapi::jiff::Timestamp::now())}});
+    leases.patch(leader::LEASE_NAME, &Default::default(), &kube::api::Patch::Merge(taken)).await.unwrap();
+    let patched = Instant::now();
+
+    let status = loop {
+        if let Some(status) = only.exited() {
+            break status;
+        }
+        assert!(patched.elapsed() < RETRY_PERIOD * 3, "the former leader still runs");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    println!("leader stopped {:.1} s after losing the Lease", patched.elapsed().as_secs_f64());
+    assert_eq!(status.code(), Some(1), "exits non-zero so that Kubernetes restarts it as a standby");
+    let log = std::fs::read_to_string(only.log_path()).unwrap();
+    assert!(log.contains("lost the Lease"), "{log}");
+    assert_eq!(leader::holder(&env).await, "intruder", "it did not fight for the Lease on the way out");
 }

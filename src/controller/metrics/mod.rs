@@ -9,7 +9,7 @@ use kube::runtime::reflector::Store;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
-    registry::Registry,
+    registry::{Metric, Registry},
 };
 
 pub use aws::AwsCallObserver;
@@ -75,39 +75,36 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("forensic_capture");
-        let reconciles = Family::default();
-        registry.register("reconciles", "Reconciles run, by controller (capture, release)", reconciles.clone());
-        let reconcile_errors = Family::default();
-        registry.register(
+        let r = &mut registry;
+        let reconciles = registered(r, "reconciles", "Reconciles run, by controller (capture, release)", Family::default());
+        let reconcile_errors = registered(
+            r,
             "reconcile_errors",
             "Reconciles that ended in an error and will be retried, by reason: the Kubernetes API's reason, KubernetesClient, or Transient (AWS throttling, 5xx, transport; see aws_calls_total)",
-            reconcile_errors.clone(),
+            Family::default(),
         );
-        let captures = Family::default();
-        registry.register("captures", "ForensicCaptures by phase, as the leader sees them (0 on a standby)", captures.clone());
-        let aws_calls = Family::default();
-        registry.register(
+        let captures = registered(r, "captures", "ForensicCaptures by phase, as the leader sees them (0 on a standby)", Family::default());
+        let aws_calls = registered(
+            r,
             "aws_calls",
             "AWS API calls (after SDK retries), by operation (service:Operation) and outcome (success, client_error, server_error, transport_error)",
-            aws_calls.clone(),
+            Family::default(),
         );
-        let aws_call_duration: HistogramFamily<OperationLabels> =
-            Family::new_with_constructor(|| Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]));
-        registry.register(
+        let aws_call_duration = registered(
+            r,
             "aws_call_duration_seconds",
             "Duration of AWS API calls including SDK retries, by operation",
-            aws_call_duration.clone(),
+            Family::new_with_constructor((|| Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])) as fn() -> Histogram),
         );
-        let phase_seconds: HistogramFamily<PhaseLabels> = Family::new_with_constructor(|| {
-            Histogram::new([1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0])
-        });
-        registry.register(
+        let phase_seconds = registered(
+            r,
             "phase_seconds",
             "Time from a capture's creation to reaching each phase, observed when the controller records the phase",
-            phase_seconds.clone(),
+            Family::new_with_constructor(
+                (|| Histogram::new([1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0])) as fn() -> Histogram,
+            ),
         );
-        let leader = Gauge::default();
-        registry.register("leader", "1 while this process is the leader (the one that reconciles), else 0", leader.clone());
+        let leader = registered(r, "leader", "1 while this process is the leader (the one that reconciles), else 0", Gauge::default());
         Metrics {
             registry,
             reconciles,
@@ -176,6 +173,12 @@ impl Metrics {
             self.captures.get_or_create(&PhaseLabels { phase: phase_name(*phase) }).set(count);
         }
     }
+}
+
+/// Registers `metric` (metrics are shared handles: the registry reads the same values we update).
+fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 fn phase_name(phase: Phase) -> &'static str {
