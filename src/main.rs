@@ -70,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
             let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
             let ctx = Arc::new(controller::Context::new(client, config, aws));
             tracing::info!(version = env!("CARGO_PKG_VERSION"), "forensic-capture controller starting");
-            controller::run(ctx, shutdown_signal()).await;
+            controller::run(ctx, shutdown_signal()).await?;
             tracing::info!("controller stopped");
         }
     }

@@ -72,6 +72,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub protection: super::protection_config::ProtectionConfig,
+
+    #[command(flatten)]
+    pub operations: super::operations_config::OperationsConfig,
 }
 
 impl Config {

@@ -9,7 +9,6 @@ use kube::{
     runtime::controller::Action as Requeue,
 };
 use serde_json::json;
-use tracing::instrument;
 
 use super::{
     Context, FINALIZER, lock,
@@ -33,7 +32,6 @@ pub enum Error {
 const MAX_ACTIONS_PER_RECONCILE: usize = 32;
 const LOCK_RETRY: Duration = Duration::from_secs(10);
 
-#[instrument(skip_all, fields(capture = %format!("{}/{}", capture.namespace().unwrap_or_default(), capture.name_any())))]
 pub async fn reconcile(capture: Arc<ForensicCapture>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let api: Api<ForensicCapture> = Api::namespaced(ctx.client.clone(), &capture.namespace().unwrap_or_default());
     let deleting = capture.metadata.deletion_timestamp.is_some();
@@ -54,6 +52,10 @@ pub async fn reconcile(capture: Arc<ForensicCapture>, ctx: Arc<Context>) -> Resu
     let mut writer = Writer { ctx: &ctx, capture: &capture, written };
 
     for _ in 0..MAX_ACTIONS_PER_RECONCILE {
+        if ctx.stopping() {
+            // Shutting down: the status is saved, and whoever leads next continues from it.
+            return Ok(Requeue::await_change());
+        }
         let lock_held = match &status.target {
             Some(t) => lock::holds(&ctx, &capture, &t.instance_id).await?,
             None => false,

@@ -43,6 +43,9 @@ pub async fn publish(
     api.patch_status(&capture.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
         .await?;
     emit_events(ctx, capture, written, status).await;
+    if let Some(phase) = status.phase.filter(|p| written.phase != Some(*p)) {
+        ctx.metrics.phase_reached(capture, phase);
+    }
     *written = status.clone();
     Ok(())
 }

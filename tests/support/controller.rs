@@ -2,8 +2,10 @@
 
 use std::{
     collections::HashMap,
+    net::SocketAddr,
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
 };
 
 use super::stack;
@@ -22,6 +24,11 @@ impl ControllerProcess {
         all.insert("FC_S3_FORCE_PATH_STYLE".into(), "true".into());
         all.insert("FC_LOG_FORMAT".into(), "text".into());
         all.insert("RUST_LOG".into(), std::env::var("FC_TEST_CONTROLLER_LOG").unwrap_or_else(|_| "info,forensic_capture=debug".into()));
+        // Many controllers run at once here: each gets a free port (see metrics_address).
+        all.insert("FC_METRICS_BIND_ADDRESS".into(), "127.0.0.1:0".into());
+        // A restarted process is a new candidate that would wait a whole lease duration for the Lease its
+        // killed predecessor held; tests of one controller turn election off, tests/leader_election.rs on.
+        all.insert("FC_LEADER_ELECT".into(), "false".into());
         for (k, v) in env {
             all.insert(k.to_string(), v.clone());
         }
@@ -69,10 +76,63 @@ impl ControllerProcess {
     pub fn log_path(&self) -> &PathBuf {
         &self.log
     }
+
+    /// SIGTERM, then waits up to `timeout` for the exit: its status, or None if it is still running.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let sent = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("run kill");
+        assert!(sent.success(), "kill -TERM failed");
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().expect("wait for the controller") {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Whether the process has exited (its status then).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut()?.try_wait().expect("wait for the controller")
+    }
+
+    /// The address its /metrics, /healthz and /readyz are served on, as it logged it (last start).
+    pub fn metrics_address(&self, timeout: Duration) -> SocketAddr {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let logged = log.lines().rev().filter(|l| l.contains("serving /metrics")).find_map(|line| {
+                let line = without_colours(line);
+                let (_, rest) = line.split_once("address=").or_else(|| line.split_once("\"address\":\""))?;
+                rest.split(|c: char| c == '"' || c.is_whitespace()).next()?.parse().ok()
+            });
+            if let Some(address) = logged {
+                return address;
+            }
+            assert!(Instant::now() < deadline, "the controller logged no metrics address in {timeout:?}:\n{log}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for ControllerProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The text log format colours field names (ANSI escapes), even into a file.
+fn without_colours(line: &str) -> String {
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|c| c.is_ascii_alphabetic());
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
 }

@@ -203,4 +203,7 @@ pub async fn run_instance(ec2: &aws_sdk_ec2::Client, extra_volumes: usize, tags:
 
 pub mod chart;
 pub mod controller;
+pub mod endpoint;
 pub mod fixtures;
+pub mod leader;
+pub mod side_effects;

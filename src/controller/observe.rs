@@ -1,0 +1,81 @@
+//! Every reconcile runs in a span naming what it works on (capture, instance), so each log line inside
+//! carries them, and is counted by controller and, when it fails, by reason.
+
+use std::sync::Arc;
+
+use kube::{ResourceExt, runtime::controller::Action};
+use tracing::{Instrument, field};
+
+use super::{Context, reconcile, release};
+use crate::api::{ContainmentRelease, ForensicCapture};
+
+pub async fn capture(capture: Arc<ForensicCapture>, ctx: Arc<Context>) -> Result<Action, reconcile::Error> {
+    let span = tracing::info_span!("reconcile", controller = "capture", capture = %key(&*capture, &capture.name_any()), instance = field::Empty);
+    let resolved = capture.status.as_ref().and_then(|s| s.target.as_ref()).map(|t| t.instance_id.as_str());
+    if let Some(instance) = resolved.or(capture.spec.target.instance_id.as_deref()) {
+        span.record("instance", instance);
+    }
+    observed(&ctx, "capture", reconcile::reconcile(capture.clone(), ctx.clone())).instrument(span).await
+}
+
+pub async fn release(release: Arc<ContainmentRelease>, ctx: Arc<Context>) -> Result<Action, reconcile::Error> {
+    let span = tracing::info_span!(
+        "reconcile",
+        controller = "release",
+        release = %key(&*release, &release.name_any()),
+        capture = %key(&*release, &release.spec.capture_name),
+        instance = field::Empty
+    );
+    if let Some(instance) = release.status.as_ref().and_then(|s| s.instance_id.as_deref()) {
+        span.record("instance", instance);
+    }
+    observed(&ctx, "release", release::reconcile(release.clone(), ctx.clone())).instrument(span).await
+}
+
+/// `namespace/name` of `name` in the object's namespace.
+fn key(object: &impl ResourceExt, name: &str) -> String {
+    format!("{}/{name}", object.namespace().unwrap_or_default())
+}
+
+async fn observed(
+    ctx: &Context,
+    controller: &'static str,
+    reconcile: impl Future<Output = Result<Action, reconcile::Error>>,
+) -> Result<Action, reconcile::Error> {
+    let result = reconcile.await;
+    let reason = result.as_ref().err().map(reason);
+    if let (Err(error), Some(reason)) = (&result, &reason) {
+        tracing::warn!(%reason, %error, "reconcile failed; will retry");
+    }
+    ctx.metrics.reconciled(controller, reason);
+    result
+}
+
+/// A stable, low-cardinality category: the Kubernetes API's own reason (Conflict, NotFound,
+/// TooManyRequests, ...), KubernetesClient when no response came, or Transient for a step's retryable AWS
+/// or API trouble (its AWS side is in aws_calls_total by operation and outcome).
+fn reason(error: &reconcile::Error) -> String {
+    match error {
+        reconcile::Error::Kube(kube::Error::Api(status)) if !status.reason.is_empty() => status.reason.clone(),
+        reconcile::Error::Kube(kube::Error::Api(status)) => format!("Http{}", status.code),
+        reconcile::Error::Kube(_) => "KubernetesClient".into(),
+        reconcile::Error::Retry(_) => "Transient".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16, reason: &str) -> reconcile::Error {
+        let status = kube::core::Status { code, reason: reason.into(), ..kube::core::Status::failure("m", reason) };
+        reconcile::Error::Kube(kube::Error::Api(Box::new(status)))
+    }
+
+    #[test]
+    fn errors_are_counted_by_a_stable_reason() {
+        assert_eq!(reason(&api_error(409, "Conflict")), "Conflict");
+        assert_eq!(reason(&api_error(502, "")), "Http502");
+        assert_eq!(reason(&reconcile::Error::Retry("instance i-1: ec2:CreateSnapshots: RequestLimitExceeded: slow down".into())), "Transient");
+    }
+}

@@ -1,0 +1,49 @@
+//! What a completed capture must have left behind exactly once, however many controllers worked on it or
+//! were killed along the way: one SSM command per artifact kind, one snapshot set, one isolation and one
+//! transition group, each containment action recorded once, each artifact once with the right hash.
+
+use forensic_capture::api::{ArtifactType, ForensicCapture, Phase};
+use sha2::{Digest, Sha256};
+
+/// Asserts the side effects of `capture` (completed, Isolated) on `instance` (one extra volume).
+pub async fn assert_each_side_effect_once(instance: &str, capture: &ForensicCapture) {
+    let stack = super::stack();
+    let status = capture.status.clone().unwrap();
+    let uid = capture.metadata.uid.clone().unwrap();
+    assert_eq!(status.phase, Some(Phase::Isolated), "{status:#?}");
+
+    let ssm = stack.ssm().await;
+    let commands = ssm.list_commands().instance_id(instance).send().await.unwrap();
+    let comments: Vec<&str> = commands.commands().iter().filter_map(|c| c.comment()).collect();
+    assert_eq!(comments.len(), 2, "exactly one SSM command per artifact kind: {comments:?}");
+    assert!(comments.contains(&format!("forensic-capture {uid} volatile").as_str()));
+    assert!(comments.contains(&format!("forensic-capture {uid} memory").as_str()));
+
+    let ec2 = stack.ec2().await;
+    let by_uid = aws_sdk_ec2::types::Filter::builder().name("tag:forensic-capture.dev/capture-uid").values(&uid).build();
+    let snapshots = ec2.describe_snapshots().filters(by_uid.clone()).send().await.unwrap();
+    assert_eq!(snapshots.snapshots().len(), 2, "one snapshot set");
+    let groups = ec2.describe_security_groups().filters(by_uid).send().await.unwrap();
+    let mut roles: Vec<String> = groups
+        .security_groups()
+        .iter()
+        .flat_map(|g| g.tags())
+        .filter(|t| t.key() == Some("forensic-capture.dev/role"))
+        .filter_map(|t| t.value().map(String::from))
+        .collect();
+    roles.sort();
+    assert_eq!(roles, vec!["isolation", "transition"], "one isolation group and one transition group");
+    let actions: Vec<(String, String)> =
+        status.isolation.as_ref().unwrap().actions.iter().map(|a| (a.name.clone(), a.state.clone())).collect();
+    assert_eq!(actions.len(), 7, "each containment action recorded once: {actions:?}");
+
+    let kinds: Vec<ArtifactType> = status.artifacts.iter().map(|a| a.kind).collect();
+    for kind in [ArtifactType::MemoryImage, ArtifactType::VolatileData, ArtifactType::KernelSymbols] {
+        assert_eq!(kinds.iter().filter(|k| **k == kind).count(), 1, "{kind:?}");
+    }
+    assert_eq!(kinds.iter().filter(|k| **k == ArtifactType::EbsSnapshot).count(), 2);
+    let memory = status.artifacts.iter().find(|a| a.kind == ArtifactType::MemoryImage).unwrap();
+    let (bucket, key) = memory.uri.strip_prefix("s3://").unwrap().split_once('/').unwrap();
+    let bytes = stack.s3().await.get_object().bucket(bucket).key(key).send().await.unwrap().body.collect().await.unwrap().to_vec();
+    assert_eq!(memory.sha256.as_deref(), Some(hex::encode(Sha256::digest(&bytes)).as_str()));
+}
