@@ -90,13 +90,14 @@ fn the_charts_crds_are_the_repositorys_and_its_version_is_the_controllers() {
 
 #[test]
 fn the_schema_rejects_malformed_values_naming_the_key() {
-    let cases: [(&[[String; 2]], &str); 9] = [
+    let cases: [(&[[String; 2]], &str); 10] = [
         (&[set_string("evidence.buckt", "evidence")], "additional properties 'buckt' not allowed"),
         (&[set_string("avml.x86_64.uri", "s3://tools-bucket/avml")], "/avml/x86_64/sha256"),
         (&[set_string("avml.x86_64.uri", "s3://tools-bucket/avml"), set_string("avml.x86_64.sha256", "abc")], "/avml/x86_64/sha256"),
         (&[set_string("avml.arm64.uri", "https://example.com/avml"), set_string("avml.arm64.sha256", SHA)], "/avml/arm64/uri"),
         (&[set_string("evidence.objectLock.mode", "governance"), set("evidence.objectLock.retentionDays", "7")], "/evidence/objectLock/mode"),
-        (&[set_string("evidence.objectLock.mode", "GOVERNANCE")], "/evidence/objectLock/retentionDays"),
+        (&[set_string("evidence.objectLock.mode", "GOVERNANCE"), set("evidence.objectLock.retentionDays", "0")], "/evidence/objectLock/retentionDays"),
+        (&[set_string("snapshotLock.mode", "compliance"), set("snapshotLock.coolOffHours", "73")], "/snapshotLock/coolOffHours"),
         (&[set("controller.commandDeliveryTimeoutSeconds", "10")], "/controller/commandDeliveryTimeoutSeconds"),
         // Without leader election a second controller would act on AWS too.
         (&[set("controller.leaderElection.enabled", "false"), set("replicas", "2")], "/replicas"),

@@ -76,7 +76,15 @@ async fn assert_only_the_leader_acted(pair: &Pair) {
     assert_eq!(standby_scrape.value("forensic_capture_leader", &[]), Some(0.0));
     assert!(leader_aws > 0.0 && leader_reconciles > 0.0, "the leader acted: {leader_aws} AWS calls, {leader_reconciles} reconciles");
     assert_eq!((standby_aws, standby_reconciles), (0.0, 0.0), "the standby acted:\n{}", standby_scrape.text);
-    let standby_log = std::fs::read_to_string(pair.standby.log_path()).unwrap();
+    // A standby that lost the race to create the Lease says so at its next round (one retry period later).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let standby_log = loop {
+        let log = std::fs::read_to_string(pair.standby.log_path()).unwrap();
+        if log.contains("standby; another process leads") || std::time::Instant::now() > deadline {
+            break log;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert!(standby_log.contains("standby; another process leads"), "{standby_log}");
     assert!(!standby_log.contains("reconcile"), "the standby logged reconciles:\n{standby_log}");
 }
