@@ -203,3 +203,4 @@ pub async fn run_instance(ec2: &aws_sdk_ec2::Client, extra_volumes: usize, tags:
 
 pub mod controller;
 pub mod fixtures;
+pub mod iam;
