@@ -13,7 +13,7 @@ use std::{
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
-use super::{fixtures, repo_root, stack, unique};
+use super::{controller::ControllerProcess, fixtures, repo_root, stack, unique};
 
 /// An IAM user's access key.
 #[derive(Clone, Debug)]
@@ -23,6 +23,7 @@ pub struct Keys {
 }
 
 pub const ACCOUNT_ID: &str = "123456789012";
+pub const CONTROLLER_USER: &str = "forensic-capture-controller";
 
 /// Allows everything: the identity tests build their fixtures with.
 const ADMIN_POLICY: &str = r#"{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}"#;
@@ -152,15 +153,25 @@ impl EnforcedAws {
         fixtures::CaptureEnv { kube, namespace, bucket, avml_uri, avml_sha256 }
     }
 
-    /// What a controller process needs to reach this moto and simulator as `keys`, on top of the stack's
-    /// settings (ControllerProcess::start takes the stack's environment and these replace parts of it).
-    pub fn controller_env(&self, keys: &Keys) -> Vec<(&'static str, String)> {
-        vec![
+    /// The controller's IAM user, bound to `policy` alone, and the presign role (iam/presign-role-policy.json)
+    /// that it may assume; returns the user's access key.
+    pub async fn controller_identity(&self, env: &fixtures::CaptureEnv, policy: &str) -> Keys {
+        let keys = self.user(CONTROLLER_USER, policy).await;
+        let role = self.role("forensic-capture-presign", CONTROLLER_USER, &presign_role_policy(env)).await;
+        assert_eq!(role, fixtures::PRESIGN_ROLE_ARN, "the role the controller is configured with");
+        keys
+    }
+
+    /// The controller as a process reaching this moto and simulator as `keys`, configured for `env`.
+    pub fn start_controller(&self, env: &fixtures::CaptureEnv, keys: &Keys, log_name: &str) -> ControllerProcess {
+        let mut vars = env.controller_env();
+        vars.extend([
             ("AWS_ENDPOINT_URL", self.endpoint.clone()),
             ("AWS_ENDPOINT_URL_SSM", self.ssm_endpoint.clone()),
             ("AWS_ACCESS_KEY_ID", keys.access_key_id.clone()),
             ("AWS_SECRET_ACCESS_KEY", keys.secret_access_key.clone()),
-        ]
+        ]);
+        ControllerProcess::start(&vars, &format!("{}-{log_name}", env.namespace))
     }
 
     /// Sets the simulated instance's memory image size (fake-avml reads it from the agent environment).
@@ -215,4 +226,108 @@ pub fn policy(file: &str, values: &[(&str, &str)]) -> String {
     }
     assert!(!text.contains("${"), "iam/{file} has a placeholder the test did not fill: {text}");
     text
+}
+
+/// iam/controller-policy.json for a capture environment (no manifest is signed here: the key is a stand-in).
+pub fn controller_policy(env: &fixtures::CaptureEnv) -> String {
+    policy(
+        "controller-policy.json",
+        &[
+            ("AccountId", ACCOUNT_ID),
+            ("EvidenceBucket", &env.bucket),
+            ("EvidencePrefix", "evidence"),
+            ("PresignRoleArn", fixtures::PRESIGN_ROLE_ARN),
+            ("SigningKeyArn", "arn:aws:kms:eu-west-1:123456789012:key/not-used-by-these-tests"),
+        ],
+    )
+}
+
+/// iam/presign-role-policy.json for a capture environment (its AVML binary sits under tools/ in the bucket).
+pub fn presign_role_policy(env: &fixtures::CaptureEnv) -> String {
+    policy(
+        "presign-role-policy.json",
+        &[("ToolsBucket", &env.bucket), ("ToolsPrefix", "tools/"), ("EvidenceBucket", &env.bucket), ("EvidencePrefix", "evidence")],
+    )
+}
+
+/// An Auto Scaling group of two, both instances registered in one target group on port 80.
+pub struct Fleet {
+    pub group_name: String,
+    pub target_group_arn: String,
+    pub instances: Vec<String>,
+}
+
+/// Builds a [`Fleet`] in a fresh VPC with whatever AWS `aws` reaches (the stack's moto or an enforced one).
+pub async fn fleet_behind_a_load_balancer(aws: &SdkConfig) -> Fleet {
+    use aws_sdk_autoscaling::types::LaunchTemplateSpecification;
+    use aws_sdk_ec2::types::{InstanceType, RequestLaunchTemplateData};
+    use aws_sdk_elasticloadbalancingv2::types::{ProtocolEnum, TargetDescription, TargetTypeEnum};
+    let ec2 = aws_sdk_ec2::Client::new(aws);
+    let asg = aws_sdk_autoscaling::Client::new(aws);
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(aws);
+    let vpc = ec2.create_vpc().cidr_block("10.30.0.0/16").send().await.unwrap().vpc().unwrap().vpc_id().unwrap().to_string();
+    let subnet = ec2
+        .create_subnet()
+        .vpc_id(&vpc)
+        .cidr_block("10.30.1.0/24")
+        .availability_zone(format!("{}a", stack().region()))
+        .send()
+        .await
+        .unwrap()
+        .subnet()
+        .unwrap()
+        .subnet_id()
+        .unwrap()
+        .to_string();
+    let image = ec2
+        .describe_images()
+        .owners("amazon")
+        .send()
+        .await
+        .unwrap()
+        .images()
+        .iter()
+        .find(|i| i.architecture().map(|a| a.as_str()) == Some("x86_64") && i.platform().is_none())
+        .and_then(|i| i.image_id().map(String::from))
+        .unwrap();
+    let template_name = unique("web");
+    ec2.create_launch_template()
+        .launch_template_name(&template_name)
+        .launch_template_data(RequestLaunchTemplateData::builder().image_id(image).instance_type(InstanceType::T3Micro).build())
+        .send()
+        .await
+        .unwrap();
+    let group_name = unique("web-asg");
+    asg.create_auto_scaling_group()
+        .auto_scaling_group_name(&group_name)
+        .launch_template(LaunchTemplateSpecification::builder().launch_template_name(&template_name).version("$Latest").build())
+        .min_size(1)
+        .max_size(4)
+        .desired_capacity(2)
+        .vpc_zone_identifier(&subnet)
+        .send()
+        .await
+        .unwrap();
+    let described = asg.describe_auto_scaling_groups().auto_scaling_group_names(&group_name).send().await.unwrap();
+    let instances: Vec<String> =
+        described.auto_scaling_groups()[0].instances().iter().filter_map(|i| i.instance_id().map(String::from)).collect();
+    assert_eq!(instances.len(), 2);
+    let target_group_arn = elb
+        .create_target_group()
+        .name(unique("tg").chars().take(32).collect::<String>())
+        .protocol(ProtocolEnum::Http)
+        .port(80)
+        .vpc_id(&vpc)
+        .target_type(TargetTypeEnum::Instance)
+        .send()
+        .await
+        .unwrap()
+        .target_groups()[0]
+        .target_group_arn()
+        .unwrap()
+        .to_string();
+    for id in &instances {
+        elb.register_targets().target_group_arn(&target_group_arn).targets(TargetDescription::builder().id(id).port(80).build()).send().await.unwrap();
+    }
+    Fleet { group_name, target_group_arn, instances }
 }
