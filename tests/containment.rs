@@ -6,7 +6,7 @@ mod support;
 use forensic_capture::api::Phase;
 use support::{
     fixtures::{CaptureEnv, capture_yaml},
-    iam::Fleet,
+    iam::{Fleet, instance_profile},
 };
 
 /// An Auto Scaling group of two in a fresh VPC, both instances registered in one target group on port 80.
@@ -247,16 +247,6 @@ async fn containment_killed_between_any_two_steps_ends_the_same_with_no_duplicat
     assert_eq!(groups.security_groups().len(), 2, "one isolation and one transition group, no duplicates");
     let snapshots = ec2.describe_snapshots().filters(by_uid).send().await.unwrap();
     assert_eq!(snapshots.snapshots().len(), record.termination.unwrap().volumes.len(), "one snapshot set");
-}
-
-/// A role and an instance profile holding it; returns (profile ARN, role name).
-async fn instance_profile(iam: &aws_sdk_iam::Client, prefix: &str) -> (String, String) {
-    let role = support::unique(prefix);
-    let trust = serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]});
-    iam.create_role().role_name(&role).assume_role_policy_document(trust.to_string()).send().await.unwrap();
-    let profile = iam.create_instance_profile().instance_profile_name(&role).send().await.unwrap();
-    iam.add_role_to_instance_profile().instance_profile_name(&role).role_name(&role).send().await.unwrap();
-    (profile.instance_profile().unwrap().arn().to_string(), role)
 }
 
 async fn current_profile(ec2: &aws_sdk_ec2::Client, instance_id: &str) -> Option<String> {

@@ -14,7 +14,7 @@ use aws_sdk_ec2::error::ProvideErrorMetadata;
 use forensic_capture::api::{ArtifactType, Phase, StepState};
 use support::{
     fixtures::capture_yaml,
-    iam::{EnforcedAws, controller_policy, fleet_behind_a_load_balancer},
+    iam::{EnforcedAws, controller_policy, credentials_policy, fleet_behind_a_load_balancer, instance_profile},
     repo_root,
 };
 
@@ -319,4 +319,44 @@ async fn a_capture_and_its_release_succeed_with_credentials_bound_to_exactly_the
     assert_eq!(refused.code(), Some("AccessDenied"), "{:?}", refused.message());
     let tools = aws.s3(&keys).await.get_object().bucket(&env.bucket).key("tools/avml-x86_64").send().await;
     assert!(tools.is_err(), "the controller itself may not read the tools; only the presign role may");
+}
+
+#[tokio::test]
+async fn credential_containment_succeeds_once_the_opt_in_policy_is_added() {
+    let aws = EnforcedAws::start("credentials").await;
+    let admin = aws.admin_config().await;
+    let ec2 = aws_sdk_ec2::Client::new(&admin);
+    let iam = aws_sdk_iam::Client::new(&admin);
+    let target = support::run_instance(&ec2, 0, &[]).await.instance_id;
+    let (profile, role) = instance_profile(&iam, "web").await;
+    let (deny_all, quarantine_role) = instance_profile(&iam, "quarantine").await;
+    ec2.associate_iam_instance_profile()
+        .instance_id(&target)
+        .iam_instance_profile(aws_sdk_ec2::types::IamInstanceProfileSpecification::builder().arn(&profile).build())
+        .send()
+        .await
+        .unwrap();
+    let env = aws.capture_env("credentials").await;
+    let mut policy: serde_json::Value = serde_json::from_str(&controller_policy(&env)).unwrap();
+    let quarantine_role_arn = format!("arn:aws:iam::{}:role/{quarantine_role}", support::iam::ACCOUNT_ID);
+    let opt_in: serde_json::Value = serde_json::from_str(&credentials_policy(&quarantine_role_arn)).unwrap();
+    policy["Statement"].as_array_mut().unwrap().extend(opt_in["Statement"].as_array().unwrap().iter().cloned());
+    let keys = aws.controller_identity(&env, &policy.to_string()).await;
+    let _controller = aws.start_controller(&env, &keys, "credentials");
+
+    env.apply(&capture_yaml(
+        "credentials",
+        &target,
+        &format!(
+            "  memory: {{enabled: false}}\n  volatile: {{enabled: false}}\n  disk: {{enabled: false}}\n  isolation:\n    credentials: {{replaceInstanceProfile: '{deny_all}', revokeSessions: true}}\n"
+        ),
+    ))
+    .await;
+    let capture = env.wait_completed("credentials").await;
+    let status = capture.status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Isolated), "{status:#?}");
+    let credentials = status.isolation.unwrap().actions.into_iter().find(|a| a.name == "Credentials").unwrap();
+    assert_eq!(credentials.state, "Applied", "{credentials:?}");
+    let revocation = iam.list_role_policies().role_name(&role).send().await.unwrap();
+    assert_eq!(revocation.policy_names().len(), 1, "the revocation policy, written on the instance role");
 }

@@ -242,12 +242,27 @@ pub fn controller_policy(env: &fixtures::CaptureEnv) -> String {
     )
 }
 
+/// iam/controller-credentials-policy.json, for any instance role and the given quarantine role.
+pub fn credentials_policy(quarantine_role_arn: &str) -> String {
+    policy("controller-credentials-policy.json", &[("AccountId", ACCOUNT_ID), ("QuarantineRoleArn", quarantine_role_arn), ("WorkloadRolePath", "")])
+}
+
 /// iam/presign-role-policy.json for a capture environment (its AVML binary sits under tools/ in the bucket).
 pub fn presign_role_policy(env: &fixtures::CaptureEnv) -> String {
     policy(
         "presign-role-policy.json",
         &[("ToolsBucket", &env.bucket), ("ToolsPrefix", "tools/"), ("EvidenceBucket", &env.bucket), ("EvidencePrefix", "evidence")],
     )
+}
+
+/// A role and an instance profile holding it; returns (profile ARN, role name).
+pub async fn instance_profile(iam: &aws_sdk_iam::Client, prefix: &str) -> (String, String) {
+    let role = unique(prefix);
+    let trust = serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]});
+    iam.create_role().role_name(&role).assume_role_policy_document(trust.to_string()).send().await.unwrap();
+    let profile = iam.create_instance_profile().instance_profile_name(&role).send().await.unwrap();
+    iam.add_role_to_instance_profile().instance_profile_name(&role).role_name(&role).send().await.unwrap();
+    (profile.instance_profile().unwrap().arn().to_string(), role)
 }
 
 /// An Auto Scaling group of two, both instances registered in one target group on port 80.
