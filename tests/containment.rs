@@ -3,90 +3,15 @@
 
 mod support;
 
-use aws_sdk_autoscaling::types::LaunchTemplateSpecification;
-use aws_sdk_ec2::types::{InstanceType, RequestLaunchTemplateData};
-use aws_sdk_elasticloadbalancingv2::types::{ProtocolEnum, TargetDescription, TargetTypeEnum};
 use forensic_capture::api::Phase;
-use support::fixtures::{CaptureEnv, capture_yaml};
-
-struct Fleet {
-    group_name: String,
-    target_group_arn: String,
-    instances: Vec<String>,
-}
+use support::{
+    fixtures::{CaptureEnv, capture_yaml},
+    iam::{Fleet, instance_profile},
+};
 
 /// An Auto Scaling group of two in a fresh VPC, both instances registered in one target group on port 80.
 async fn fleet_behind_a_load_balancer() -> Fleet {
-    let stack = support::stack();
-    let aws = stack.aws().await;
-    let ec2 = aws_sdk_ec2::Client::new(&aws);
-    let asg = aws_sdk_autoscaling::Client::new(&aws);
-    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&aws);
-    let vpc = ec2.create_vpc().cidr_block("10.30.0.0/16").send().await.unwrap().vpc().unwrap().vpc_id().unwrap().to_string();
-    let subnet = ec2
-        .create_subnet()
-        .vpc_id(&vpc)
-        .cidr_block("10.30.1.0/24")
-        .availability_zone(format!("{}a", stack.region()))
-        .send()
-        .await
-        .unwrap()
-        .subnet()
-        .unwrap()
-        .subnet_id()
-        .unwrap()
-        .to_string();
-    let image = ec2
-        .describe_images()
-        .owners("amazon")
-        .send()
-        .await
-        .unwrap()
-        .images()
-        .iter()
-        .find(|i| i.architecture().map(|a| a.as_str()) == Some("x86_64") && i.platform().is_none())
-        .and_then(|i| i.image_id().map(String::from))
-        .unwrap();
-    let template_name = support::unique("web");
-    ec2.create_launch_template()
-        .launch_template_name(&template_name)
-        .launch_template_data(RequestLaunchTemplateData::builder().image_id(image).instance_type(InstanceType::T3Micro).build())
-        .send()
-        .await
-        .unwrap();
-    let group_name = support::unique("web-asg");
-    asg.create_auto_scaling_group()
-        .auto_scaling_group_name(&group_name)
-        .launch_template(LaunchTemplateSpecification::builder().launch_template_name(&template_name).version("$Latest").build())
-        .min_size(1)
-        .max_size(4)
-        .desired_capacity(2)
-        .vpc_zone_identifier(&subnet)
-        .send()
-        .await
-        .unwrap();
-    let described = asg.describe_auto_scaling_groups().auto_scaling_group_names(&group_name).send().await.unwrap();
-    let instances: Vec<String> =
-        described.auto_scaling_groups()[0].instances().iter().filter_map(|i| i.instance_id().map(String::from)).collect();
-    assert_eq!(instances.len(), 2);
-    let target_group_arn = elb
-        .create_target_group()
-        .name(support::unique("tg").chars().take(32).collect::<String>())
-        .protocol(ProtocolEnum::Http)
-        .port(80)
-        .vpc_id(&vpc)
-        .target_type(TargetTypeEnum::Instance)
-        .send()
-        .await
-        .unwrap()
-        .target_groups()[0]
-        .target_group_arn()
-        .unwrap()
-        .to_string();
-    for id in &instances {
-        elb.register_targets().target_group_arn(&target_group_arn).targets(TargetDescription::builder().id(id).port(80).build()).send().await.unwrap();
-    }
-    Fleet { group_name, target_group_arn, instances }
+    support::iam::fleet_behind_a_load_balancer(&support::stack().aws().await).await
 }
 
 #[tokio::test]
@@ -322,16 +247,6 @@ async fn containment_killed_between_any_two_steps_ends_the_same_with_no_duplicat
     assert_eq!(groups.security_groups().len(), 2, "one isolation and one transition group, no duplicates");
     let snapshots = ec2.describe_snapshots().filters(by_uid).send().await.unwrap();
     assert_eq!(snapshots.snapshots().len(), record.termination.unwrap().volumes.len(), "one snapshot set");
-}
-
-/// A role and an instance profile holding it; returns (profile ARN, role name).
-async fn instance_profile(iam: &aws_sdk_iam::Client, prefix: &str) -> (String, String) {
-    let role = support::unique(prefix);
-    let trust = serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]});
-    iam.create_role().role_name(&role).assume_role_policy_document(trust.to_string()).send().await.unwrap();
-    let profile = iam.create_instance_profile().instance_profile_name(&role).send().await.unwrap();
-    iam.add_role_to_instance_profile().instance_profile_name(&role).role_name(&role).send().await.unwrap();
-    (profile.instance_profile().unwrap().arn().to_string(), role)
 }
 
 async fn current_profile(ec2: &aws_sdk_ec2::Client, instance_id: &str) -> Option<String> {

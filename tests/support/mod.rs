@@ -205,5 +205,6 @@ pub mod chart;
 pub mod controller;
 pub mod endpoint;
 pub mod fixtures;
+pub mod iam;
 pub mod leader;
 pub mod side_effects;

@@ -67,19 +67,33 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
         writer.save(status).await?;
     }
     let actions = &record(status).actions;
-    let failed: Vec<&ContainmentAction> = actions.iter().filter(|a| a.state == "Failed").collect();
-    if !failed.is_empty() {
-        let done: Vec<&str> = actions.iter().filter(|a| a.state != "Failed").map(|a| a.name.as_str()).collect();
-        let missing: Vec<String> =
-            failed.iter().map(|a| format!("{} ({})", a.name, a.message.clone().unwrap_or_default())).collect();
-        return Err(StepError::failed(
-            "ContainmentIncomplete",
-            format!("instance {}: applied {}; not applied: {}", sc.instance_id(), done.join(", "), missing.join("; ")),
-        ));
+    if actions.iter().any(|a| a.state == "Failed") {
+        return Err(StepError::failed("ContainmentIncomplete", format!("instance {}: {}", sc.instance_id(), summary(actions))));
     }
     record(status).applied_at = Some(now());
     super::end(STEP, status, StepState::Succeeded, None, None);
     Ok(Progress::Continue)
+}
+
+/// "applied A, B; not needed: C; not applied: D (why)", in playbook order: what a responder reads first.
+fn summary(actions: &[ContainmentAction]) -> String {
+    let names = |state: &str| actions.iter().filter(|a| a.state == state).map(|a| a.name.as_str()).collect::<Vec<_>>();
+    let mut parts = Vec::new();
+    let applied = names("Applied");
+    if !applied.is_empty() {
+        parts.push(format!("applied {}", applied.join(", ")));
+    }
+    let not_needed = names("NotNeeded");
+    if !not_needed.is_empty() {
+        parts.push(format!("not needed: {}", not_needed.join(", ")));
+    }
+    let failed: Vec<String> = actions
+        .iter()
+        .filter(|a| a.state == "Failed")
+        .map(|a| format!("{} ({})", a.name, a.message.as_deref().unwrap_or_default()))
+        .collect();
+    parts.push(format!("not applied: {}", failed.join("; ")));
+    parts.join("; ")
 }
 
 fn record(status: &mut ForensicCaptureStatus) -> &mut IsolationRecord {
@@ -102,6 +116,18 @@ impl ActionError {
             ErrorClass::Retryable => ActionError::Retry(message),
             ErrorClass::AccessDenied => ActionError::Failed { reason: "AccessDenied".into(), message },
             _ => ActionError::Failed { reason: error.code.clone(), message },
+        }
+    }
+}
+
+impl ActionError {
+    /// Notes what the action had changed before it failed for good, so the record stays exact.
+    fn already(self, done: &[String]) -> Self {
+        match self {
+            ActionError::Failed { reason, message } if !done.is_empty() => {
+                ActionError::Failed { reason, message: format!("{message} (already applied: {})", done.join(", ")) }
+            }
+            other => other,
         }
     }
 }
@@ -172,7 +198,12 @@ async fn auto_scaling(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, 
         writer.save(status).await?;
     }
     let in_service = current.lifecycle_state == "InService";
-    sc.aws.autoscaling.protect_and_remove(&current.group_name, instance_id, in_service, exit).await.map_err(aws)?;
+    sc.aws.autoscaling.protect_and_remove(&current.group_name, instance_id, in_service, exit).await.map_err(|e| {
+        // Protection is the first call: when a later one fails, the instance is already protected.
+        let protected = e.operation != "autoscaling:SetInstanceProtection";
+        let done = if protected { vec![format!("scale-in protection in {}", current.group_name)] } else { Vec::new() };
+        aws(e).already(&done)
+    })?;
     Ok(Outcome::Applied(format!(
         "scale-in protection on and {exit:?} in {} (desired capacity {} -> {})",
         current.group_name,
@@ -191,8 +222,10 @@ async fn load_balancers(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus
         recorded.extend(new);
         writer.save(status).await?;
     }
+    let mut deregistered = Vec::new();
     for registration in &current {
-        sc.aws.elbv2.deregister(registration, instance_id).await.map_err(aws)?;
+        sc.aws.elbv2.deregister(registration, instance_id).await.map_err(|e| aws(e).already(&deregistered))?;
+        deregistered.push(format!("deregistered from {}", registration.target_group_arn));
     }
     let all = &record(status).target_groups;
     if all.is_empty() {
@@ -327,4 +360,34 @@ async fn credentials(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, w
         done.push(format!("instance profile {current_arn} replaced by {replacement}"));
     }
     Ok(Outcome::Applied(done.join("; ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn action(name: &str, state: &str, message: &str) -> ContainmentAction {
+        ContainmentAction { name: name.into(), state: state.into(), reason: None, message: Some(message.into()), at: None }
+    }
+
+    #[test]
+    fn summary_separates_applied_not_needed_and_not_applied() {
+        let actions = [
+            action("TerminationSafeguards", "Applied", "on"),
+            action("LoadBalancers", "Failed", "elasticloadbalancing:DeregisterTargets: AccessDenied: no"),
+            action("ElasticIps", "NotNeeded", "not requested"),
+            action("SecurityGroups", "Applied", "moved"),
+        ];
+        assert_eq!(
+            summary(&actions),
+            "applied TerminationSafeguards, SecurityGroups; not needed: ElasticIps; not applied: LoadBalancers (elasticloadbalancing:DeregisterTargets: AccessDenied: no)"
+        );
+    }
+
+    #[test]
+    fn a_failure_after_partial_changes_names_them() {
+        let failed = ActionError::Failed { reason: "AccessDenied".into(), message: "autoscaling:EnterStandby: AccessDenied".into() };
+        let ActionError::Failed { message, .. } = failed.already(&["scale-in protection in web".into()]) else { panic!("still failed") };
+        assert_eq!(message, "autoscaling:EnterStandby: AccessDenied (already applied: scale-in protection in web)");
+    }
 }
