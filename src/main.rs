@@ -52,7 +52,7 @@ async fn main() -> anyhow::Result<()> {
             let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&aws).force_path_style(s3_force_path_style).build());
             let store = forensic_capture::aws::s3::SdkEvidenceStore { s3, sts: aws_sdk_sts::Client::new(&aws), presign_role_arn: None };
             let ec2 = aws_sdk_ec2::Client::new(&aws);
-            let kms = forensic_capture::aws::kms::SdkKms(aws_sdk_kms::Client::new(&aws));
+            let kms = aws_sdk_kms::Client::new(&aws);
             let readers = forensic_capture::verify::Readers { store: &store, ec2: &ec2, kms: &kms };
             let report = forensic_capture::verify::verify(&readers, &manifest, &expect).await.map_err(anyhow::Error::msg)?;
             for f in &report.findings {

@@ -6,7 +6,7 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 
 use crate::{
-    aws::{AwsError, ec2::tags, kms::SdkKms, s3::EvidenceStore},
+    aws::{AwsError, ec2::tags, s3::EvidenceStore},
     custody::{SIGNATURE_SUFFIX, SignatureDocument},
 };
 
@@ -42,11 +42,34 @@ pub struct Expectations {
     pub require_signature: bool,
 }
 
-/// The clients verification reads with.
+/// The clients verification reads with. Every AWS call `verify` makes is in this file (or is the store's
+/// GetObject), so that iam/verifier-policy.json can be checked against it.
 pub struct Readers<'a> {
     pub store: &'a crate::aws::s3::SdkEvidenceStore,
     pub ec2: &'a aws_sdk_ec2::Client,
-    pub kms: &'a SdkKms,
+    pub kms: &'a aws_sdk_kms::Client,
+}
+
+/// KMS Verify of a digest signature. Ok(false) when the signature does not match (KMS answers that with
+/// KMSInvalidSignatureException); Err for anything else (no access, no such key).
+async fn kms_verify_digest(kms: &aws_sdk_kms::Client, key_id: &str, algorithm: &str, digest: &[u8], signature: &[u8]) -> Result<bool, AwsError> {
+    use aws_sdk_kms::{primitives::Blob, types::{MessageType, SigningAlgorithmSpec}};
+    let result = kms
+        .verify()
+        .key_id(key_id)
+        .message(Blob::new(digest))
+        .message_type(MessageType::Digest)
+        .signing_algorithm(SigningAlgorithmSpec::from(algorithm))
+        .signature(Blob::new(signature))
+        .send()
+        .await;
+    match result {
+        Ok(output) => Ok(output.signature_valid()),
+        Err(e) => {
+            let e = AwsError::from_sdk("kms:Verify", e);
+            if e.code == "KMSInvalidSignatureException" { Ok(false) } else { Err(e) }
+        }
+    }
 }
 
 pub async fn verify(readers: &Readers<'_>, manifest_uri: &str, expect: &Expectations) -> Result<Report, String> {
@@ -108,7 +131,7 @@ async fn check_signature(readers: &Readers<'_>, bucket: &str, key: &str, manifes
         Err(e) => return finding(false, format!("MISMATCH: the signature is not base64: {e}")),
     };
     let digest = hex::decode(manifest_sha256).expect("hex digest");
-    match readers.kms.verify_digest(&document.key_id, &document.signing_algorithm, &digest, &signature).await {
+    match kms_verify_digest(readers.kms, &document.key_id, &document.signing_algorithm, &digest, &signature).await {
         Ok(true) => finding(true, format!("signature valid: {} over sha256 {manifest_sha256}, key {}", document.signing_algorithm, document.key_id)),
         Ok(false) => finding(
             false,

@@ -14,7 +14,7 @@ use aws_sdk_ec2::error::ProvideErrorMetadata;
 use forensic_capture::api::{ArtifactType, Phase, StepState};
 use support::{
     fixtures::capture_yaml,
-    iam::{EnforcedAws, controller_policy, credentials_policy, fleet_behind_a_load_balancer, instance_profile},
+    iam::{EnforcedAws, controller_policy, controller_policy_signing_with, credentials_policy, fleet_behind_a_load_balancer, instance_profile},
     repo_root,
 };
 
@@ -224,16 +224,30 @@ fn needed<'a>(calls: impl IntoIterator<Item = &'a Call>) -> BTreeMap<String, BTr
     needed
 }
 
+/// `forensic-capture verify` keeps its own AWS calls in this file; it also reads objects through the store.
+const VERIFIER_SOURCE: &str = "src/verify.rs";
+
 #[test]
 fn controller_policies_grant_exactly_the_actions_of_the_operations_the_code_calls() {
     // Without a presign role, presigned URLs are signed with the controller's own credentials: they count too.
-    let needed = needed(calls());
+    let needed = needed(calls().iter().filter(|c| c.file != VERIFIER_SOURCE));
     let base = granted("controller-policy.json");
     let credentials = granted("controller-credentials-policy.json");
     let both: Vec<&String> = base.intersection(&credentials).collect();
     assert!(both.is_empty(), "granted by both controller policies: {both:?}");
     if let Some(difference) = difference(&needed, &base.union(&credentials).cloned().collect()) {
         panic!("iam/controller-policy.json + iam/controller-credentials-policy.json vs the code: {difference}");
+    }
+}
+
+#[test]
+fn verifier_policy_grants_exactly_what_forensic_capture_verify_calls() {
+    let mut needed = needed(calls().iter().filter(|c| c.file == VERIFIER_SOURCE));
+    assert!(needed.contains_key("kms:Verify"), "verify checks signatures in {VERIFIER_SOURCE}: {needed:?}");
+    // Artifacts and the manifest are streamed through the evidence store's GetObject (src/aws/s3.rs).
+    needed.entry("s3:GetObject".into()).or_default().insert("src/aws/s3.rs".into());
+    if let Some(difference) = difference(&needed, &granted("verifier-policy.json")) {
+        panic!("iam/verifier-policy.json vs the calls of forensic-capture verify: {difference}");
     }
 }
 
@@ -248,7 +262,7 @@ fn presign_role_policy_grants_exactly_what_presigned_urls_need() {
 
 #[test]
 fn evidence_identity_and_key_actions_are_granted_on_named_resources_only() {
-    for file in ["controller-policy.json", "controller-credentials-policy.json", "presign-role-policy.json"] {
+    for file in ["controller-policy.json", "controller-credentials-policy.json", "presign-role-policy.json", "verifier-policy.json"] {
         for statement in policy_document(file)["Statement"].as_array().unwrap() {
             let scoped: Vec<String> = strings(&statement["Action"]).into_iter().filter(|a| SCOPED.iter().any(|p| a.starts_with(p))).collect();
             let resources = strings(&statement["Resource"]);
@@ -274,8 +288,22 @@ async fn a_capture_and_its_release_succeed_with_credentials_bound_to_exactly_the
     ec2.associate_address().allocation_id(address.allocation_id().unwrap()).instance_id(&target).send().await.unwrap();
     aws.set_instance_memory(&target, 6 * MIB + 321);
     let env = aws.capture_env("least-privilege").await;
-    let keys = aws.controller_identity(&env, &controller_policy(&env)).await;
-    let _controller = aws.start_controller(&env, &keys, "least-privilege");
+    // The manifest is signed too, so kms:DescribeKey and kms:Sign are exercised under the policy.
+    let kms = aws_sdk_kms::Client::new(&admin);
+    let signing_key = kms
+        .create_key()
+        .key_usage(aws_sdk_kms::types::KeyUsageType::SignVerify)
+        .key_spec(aws_sdk_kms::types::KeySpec::EccNistP256)
+        .send()
+        .await
+        .unwrap();
+    let signing_key_arn = signing_key.key_metadata().unwrap().arn().unwrap().to_string();
+    // moto authorizes KMS requests against the resource "*", never the key's ARN, so a statement naming the key
+    // could never match there: the placeholder gets "*" here (docs/iam.md, "What moto cannot check").
+    let keys = aws.controller_identity(&env, &controller_policy_signing_with(&env, "*")).await;
+    let mut env_with_key = env.controller_env();
+    env_with_key.push(("FC_KMS_SIGNING_KEY_ID", signing_key_arn.clone()));
+    let _controller = aws.start_controller_with(&env, &env_with_key, &keys, "least-privilege");
 
     env.apply(&capture_yaml("least-privilege", &target, "  isolation:\n    allowIngressCidrs: [203.0.113.7/32]\n    disassociateElasticIps: true\n"))
         .await;
@@ -286,7 +314,14 @@ async fn a_capture_and_its_release_succeed_with_credentials_bound_to_exactly_the
     for (name, step) in [("volatile", &steps.volatile), ("memory", &steps.memory), ("disk", &steps.disk), ("isolation", &steps.isolation)] {
         assert_eq!(step.as_ref().map(|s| s.state), Some(StepState::Succeeded), "{name}: {step:?}");
     }
-    for kind in [ArtifactType::MemoryImage, ArtifactType::VolatileData, ArtifactType::KernelSymbols, ArtifactType::EbsSnapshot, ArtifactType::Manifest] {
+    for kind in [
+        ArtifactType::MemoryImage,
+        ArtifactType::VolatileData,
+        ArtifactType::KernelSymbols,
+        ArtifactType::EbsSnapshot,
+        ArtifactType::Manifest,
+        ArtifactType::ManifestSignature,
+    ] {
         assert!(status.artifacts.iter().any(|a| a.kind == kind), "a {kind:?} artifact: {:#?}", status.artifacts);
     }
     let actions: Vec<(String, String)> = status.isolation.unwrap().actions.into_iter().map(|a| (a.name, a.state)).collect();

@@ -1,4 +1,4 @@
-//! KMS: signs manifest digests with an asymmetric key, and verifies them for `forensic-capture verify`.
+//! KMS: signs manifest digests with an asymmetric key. (Verifying is `forensic-capture verify`'s, in src/verify.rs.)
 
 use std::future::Future;
 
@@ -53,29 +53,5 @@ impl SignerApi for SdkKms {
             algorithm: output.signing_algorithm().map(|a| a.as_str().to_string()).unwrap_or_else(|| algorithm.to_string()),
             signature: output.signature().map(|s| s.as_ref().to_vec()).unwrap_or_default(),
         })
-    }
-}
-
-impl SdkKms {
-    /// KMS Verify of a digest signature. Ok(false) when the signature does not match (KMS answers that with
-    /// KMSInvalidSignatureException); Err for anything else (no access, no such key).
-    pub async fn verify_digest(&self, key_id: &str, algorithm: &str, digest: &[u8], signature: &[u8]) -> Result<bool, AwsError> {
-        let result = self
-            .0
-            .verify()
-            .key_id(key_id)
-            .message(Blob::new(digest))
-            .message_type(MessageType::Digest)
-            .signing_algorithm(SigningAlgorithmSpec::from(algorithm))
-            .signature(Blob::new(signature))
-            .send()
-            .await;
-        match result {
-            Ok(output) => Ok(output.signature_valid()),
-            Err(e) => {
-                let e = AwsError::from_sdk("kms:Verify", e);
-                if e.code == "KMSInvalidSignatureException" { Ok(false) } else { Err(e) }
-            }
-        }
     }
 }

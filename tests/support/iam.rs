@@ -164,7 +164,12 @@ impl EnforcedAws {
 
     /// The controller as a process reaching this moto and simulator as `keys`, configured for `env`.
     pub fn start_controller(&self, env: &fixtures::CaptureEnv, keys: &Keys, log_name: &str) -> ControllerProcess {
-        let mut vars = env.controller_env();
+        self.start_controller_with(env, &env.controller_env(), keys, log_name)
+    }
+
+    /// Like `start_controller`, with these controller settings instead of the environment's defaults.
+    pub fn start_controller_with(&self, env: &fixtures::CaptureEnv, settings: &[(&'static str, String)], keys: &Keys, log_name: &str) -> ControllerProcess {
+        let mut vars = settings.to_vec();
         vars.extend([
             ("AWS_ENDPOINT_URL", self.endpoint.clone()),
             ("AWS_ENDPOINT_URL_SSM", self.ssm_endpoint.clone()),
@@ -230,6 +235,11 @@ pub fn policy(file: &str, values: &[(&str, &str)]) -> String {
 
 /// iam/controller-policy.json for a capture environment (no manifest is signed here: the key is a stand-in).
 pub fn controller_policy(env: &fixtures::CaptureEnv) -> String {
+    controller_policy_signing_with(env, "arn:aws:kms:eu-west-1:123456789012:key/not-used-by-these-tests")
+}
+
+/// iam/controller-policy.json with `SigningKeyArn` set to the key that signs manifests.
+pub fn controller_policy_signing_with(env: &fixtures::CaptureEnv, signing_key_arn: &str) -> String {
     policy(
         "controller-policy.json",
         &[
@@ -237,7 +247,7 @@ pub fn controller_policy(env: &fixtures::CaptureEnv) -> String {
             ("EvidenceBucket", &env.bucket),
             ("EvidencePrefix", "evidence"),
             ("PresignRoleArn", fixtures::PRESIGN_ROLE_ARN),
-            ("SigningKeyArn", "arn:aws:kms:eu-west-1:123456789012:key/not-used-by-these-tests"),
+            ("SigningKeyArn", signing_key_arn),
         ],
     )
 }
