@@ -305,17 +305,8 @@ async fn detach_takes_the_instance_out_of_its_group_and_release_puts_it_back() {
     let described = ec2.describe_instances().instance_ids(&target).send().await.unwrap();
     assert_eq!(described.reservations()[0].instances()[0].state().and_then(|s| s.name()).map(|n| n.as_str()), Some("running"));
 
-    let releases: kube::Api<forensic_capture::api::ContainmentRelease> = kube::Api::namespaced(env.kube.clone(), &env.namespace);
-    let release: forensic_capture::api::ContainmentRelease = serde_yaml::from_str(
-        "apiVersion: forensic-capture.dev/v1alpha1\nkind: ContainmentRelease\nmetadata:\n  name: back\nspec:\n  captureName: detach\n  reason: false positive\n",
-    )
-    .unwrap();
-    releases.create(&Default::default(), &release).await.unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while releases.get("back").await.unwrap().status.and_then(|s| s.released_at).is_none() {
-        assert!(std::time::Instant::now() < deadline, "release did not finish");
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
+    let released = env.release("back", "detach", "false positive").await;
+    assert_eq!(released.phase.as_deref(), Some("Released"), "{released:#?}");
     let group = asg.describe_auto_scaling_groups().auto_scaling_group_names(&fleet.group_name).send().await.unwrap();
     let group = &group.auto_scaling_groups()[0];
     assert_eq!(group.instances().len(), 2, "attached again");

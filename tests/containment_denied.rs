@@ -16,6 +16,8 @@ struct Denied {
     fleet: Fleet,
     target: String,
     capture: ForensicCapture,
+    env: support::fixtures::CaptureEnv,
+    _controller: support::controller::ControllerProcess,
 }
 
 /// Contains the first instance of a fleet with `denied_action` explicitly denied to the controller.
@@ -30,11 +32,11 @@ async fn contain_with(denied_action: &str, name: &str) -> Denied {
         .unwrap()
         .push(serde_json::json!({"Sid": "DeniedUnderTest", "Effect": "Deny", "Action": denied_action, "Resource": "*"}));
     let keys = aws.controller_identity(&env, &policy.to_string()).await;
-    let _controller = aws.start_controller(&env, &keys, name);
+    let controller = aws.start_controller(&env, &keys, name);
     env.apply(&capture_yaml(name, &target, "  memory: {enabled: false}\n  volatile: {enabled: false}\n  isolation:\n    allowIngressCidrs: [203.0.113.7/32]\n"))
         .await;
     let capture = env.wait_completed(name).await;
-    Denied { aws, fleet, target, capture }
+    Denied { aws, fleet, target, capture, env, _controller: controller }
 }
 
 fn record(capture: &ForensicCapture) -> IsolationRecord {
@@ -125,7 +127,7 @@ async fn member(aws: &EnforcedAws, fleet: &Fleet, target: &str) -> (String, bool
 
 #[tokio::test]
 async fn a_denied_deregistration_midway_records_the_applied_the_failed_and_the_missing_actions() {
-    let Denied { aws, fleet, target, capture } = contain_with("elasticloadbalancing:DeregisterTargets", "deny-elb").await;
+    let Denied { aws, fleet, target, capture, .. } = contain_with("elasticloadbalancing:DeregisterTargets", "deny-elb").await;
     let record = record(&capture);
     assert_eq!(states(&record), expected("LoadBalancers"));
     let error = failed_action(&record, "LoadBalancers", &target, "elasticloadbalancing:DeregisterTargets");
@@ -143,7 +145,7 @@ async fn a_denied_deregistration_midway_records_the_applied_the_failed_and_the_m
 
 #[tokio::test]
 async fn a_denied_standby_after_scale_in_protection_records_the_protection_already_applied() {
-    let Denied { aws, fleet, target, capture } = contain_with("autoscaling:EnterStandby", "deny-standby").await;
+    let Denied { aws, fleet, target, capture, env, _controller } = contain_with("autoscaling:EnterStandby", "deny-standby").await;
     let record = record(&capture);
     assert_eq!(states(&record), expected("AutoScaling"));
     let error = failed_action(&record, "AutoScaling", &target, "autoscaling:EnterStandby");
@@ -156,4 +158,10 @@ async fn a_denied_standby_after_scale_in_protection_records_the_protection_alrea
     assert_eq!(member(&aws, &fleet, &target).await, ("InService".into(), true, 2, 2));
     assert_eq!(targets(&aws, &fleet).await, vec![fleet.instances[1].clone()], "deregistered: the actions after the denied one ran");
     assert_isolated_network(&aws, &target, &record).await;
+
+    // Release restores the half-applied action too: the protection set before the denied standby comes off.
+    let released = env.release("release", "deny-standby", "false positive").await;
+    let autoscaling = released.restored.iter().find(|r| r.name == "AutoScaling").unwrap();
+    assert_eq!(autoscaling.state, "Restored", "{autoscaling:?}");
+    assert_eq!(member(&aws, &fleet, &target).await, ("InService".into(), false, 2, 2), "scale-in protection back off");
 }

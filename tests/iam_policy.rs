@@ -331,21 +331,7 @@ async fn a_capture_and_its_release_succeed_with_credentials_bound_to_exactly_the
     assert_eq!(actions, expected);
 
     // Release undoes it under the same policy.
-    let releases: kube::Api<forensic_capture::api::ContainmentRelease> = kube::Api::namespaced(env.kube.clone(), &env.namespace);
-    let release: forensic_capture::api::ContainmentRelease = serde_yaml::from_str(
-        "apiVersion: forensic-capture.dev/v1alpha1\nkind: ContainmentRelease\nmetadata:\n  name: release\nspec:\n  captureName: least-privilege\n  reason: verified clean\n",
-    )
-    .unwrap();
-    releases.create(&Default::default(), &release).await.unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let released = loop {
-        let status = releases.get("release").await.unwrap().status;
-        if status.as_ref().is_some_and(|s| s.released_at.is_some() || s.phase.as_deref() == Some("Failed")) {
-            break status.unwrap();
-        }
-        assert!(std::time::Instant::now() < deadline, "release did not finish: {status:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    };
+    let released = env.release("release", "least-privilege", "verified clean").await;
     assert_eq!(released.phase.as_deref(), Some("Released"), "{released:#?}");
 
     // Enforcement was on all along: the same identity is refused what the policy does not grant.

@@ -62,7 +62,10 @@ pub async fn reconcile(release: Arc<ContainmentRelease>, ctx: Arc<Context>) -> R
         if status.restored.iter().any(|r| r.name == name) {
             continue;
         }
-        let applied = record.actions.iter().any(|a| a.name == name && a.state == "Applied");
+        // A Failed action may have changed part of what it covers before the call that failed (scale-in protection
+        // before a denied standby, some target groups before a denied deregistration): its prior state is on record,
+        // and restoring from it is idempotent, so it is restored like an applied one.
+        let applied = record.actions.iter().any(|a| a.name == name && (a.state == "Applied" || a.state == "Failed"));
         let result = if applied { restore(name, &record, instance_id, &aws).await } else { Ok("nothing was applied".into()) };
         match result {
             Ok(message) => status.restored.push(ContainmentAction {

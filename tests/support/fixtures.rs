@@ -120,6 +120,25 @@ impl CaptureEnv {
         }
     }
 
+    /// Creates ContainmentRelease `name` for `capture` and waits until it is Released or Failed; returns its status.
+    pub async fn release(&self, name: &str, capture: &str, reason: &str) -> forensic_capture::api::ContainmentReleaseStatus {
+        let releases: Api<forensic_capture::api::ContainmentRelease> = Api::namespaced(self.kube.clone(), &self.namespace);
+        let release: forensic_capture::api::ContainmentRelease = serde_yaml::from_str(&format!(
+            "apiVersion: forensic-capture.dev/v1alpha1\nkind: ContainmentRelease\nmetadata:\n  name: {name}\nspec:\n  captureName: {capture}\n  reason: {reason}\n"
+        ))
+        .unwrap();
+        releases.create(&Default::default(), &release).await.expect("create ContainmentRelease");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let status = releases.get(name).await.unwrap().status;
+            if let Some(status) = status.as_ref().filter(|s| s.released_at.is_some() || s.phase.as_deref() == Some("Failed")) {
+                return status.clone();
+            }
+            assert!(Instant::now() < deadline, "release {name} did not finish: {status:?}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     pub async fn wait_completed(&self, name: &str) -> ForensicCapture {
         self.wait_for(name, Duration::from_secs(180), |c| c.status.as_ref().is_some_and(|s| s.completed_at.is_some())).await
     }
