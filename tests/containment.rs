@@ -314,3 +314,49 @@ async fn detach_takes_the_instance_out_of_its_group_and_release_puts_it_back() {
     let member = group.instances().iter().find(|i| i.instance_id() == Some(target.as_str())).unwrap();
     assert_eq!(member.lifecycle_state().map(|s| s.as_str()), Some("InService"));
 }
+
+/// Instances registered directly with a Classic Load Balancer: deregistered on containment, the name on record,
+/// registered again on release.
+#[tokio::test]
+async fn a_classic_load_balancer_stops_sending_traffic_and_gets_it_back_on_release() {
+    let stack = support::stack();
+    let aws = stack.aws().await;
+    let ec2 = aws_sdk_ec2::Client::new(&aws);
+    let classic = aws_sdk_elasticloadbalancing::Client::new(&aws);
+    let target = support::run_instance(&ec2, 0, &[]).await.instance_id;
+    // Load balancer names: at most 32 letters, digits and hyphens.
+    let name: String = support::unique("classic").chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).take(32).collect();
+    let name = name.trim_end_matches('-').to_string();
+    classic
+        .create_load_balancer()
+        .load_balancer_name(&name)
+        .listeners(aws_sdk_elasticloadbalancing::types::Listener::builder().protocol("HTTP").load_balancer_port(80).instance_port(80).build().unwrap())
+        .availability_zones(format!("{}a", stack.region()))
+        .send()
+        .await
+        .unwrap();
+    let instance = aws_sdk_elasticloadbalancing::types::Instance::builder().instance_id(&target).build();
+    classic.register_instances_with_load_balancer().load_balancer_name(&name).instances(instance).send().await.unwrap();
+    let members = || async {
+        let described = classic.describe_load_balancers().load_balancer_names(&name).send().await.unwrap();
+        described.load_balancer_descriptions()[0].instances().iter().filter_map(|i| i.instance_id().map(str::to_string)).collect::<Vec<_>>()
+    };
+    assert_eq!(members().await, vec![target.clone()]);
+
+    let env = CaptureEnv::new("classic").await;
+    let _controller = env.start_controller("classic");
+    env.apply(&capture_yaml("classic", &target, "  memory: {enabled: false}\n  volatile: {enabled: false}\n")).await;
+    let capture = env.wait_completed("classic").await;
+    let status = capture.status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Isolated), "{status:#?}");
+    let record = status.isolation.unwrap();
+    assert_eq!(record.classic_load_balancers, vec![name.clone()], "the prior registration is on record");
+    let action = record.actions.iter().find(|a| a.name == "LoadBalancers").unwrap();
+    assert_eq!(action.state, "Applied", "{action:?}");
+    assert!(action.message.as_deref().unwrap_or_default().contains("1 Classic Load Balancer(s)"), "{action:?}");
+    assert!(members().await.is_empty(), "the Classic Load Balancer no longer lists the instance");
+
+    let released = env.release("classic-back", "classic", "false positive").await;
+    assert_eq!(released.phase.as_deref(), Some("Released"), "{released:#?}");
+    assert_eq!(members().await, vec![target.clone()], "registered again on release");
+}

@@ -494,6 +494,9 @@ pub struct IsolationRecord {
     /// Load balancer target groups the instance was registered in, before deregistration.
     #[serde(default)]
     pub target_groups: Vec<TargetRegistration>,
+    /// Classic Load Balancers the instance was registered with, before deregistration.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classic_load_balancers: Vec<String>,
     /// Elastic IPs disassociated (when the spec asks), to re-associate on release.
     #[serde(default)]
     pub elastic_ips: Vec<ElasticIpAssociation>,

@@ -2,6 +2,7 @@
 
 pub mod autoscaling;
 pub mod ec2;
+pub mod elb_classic;
 pub mod elbv2;
 pub mod error;
 pub mod iam;

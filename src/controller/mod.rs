@@ -28,7 +28,7 @@ use kube::{
 
 use crate::{
     api::{ContainmentRelease, ForensicCapture},
-    aws::{autoscaling::SdkAutoScaling, ec2::SdkEc2, elbv2::SdkLoadBalancing, iam::SdkIam, kms::SdkKms, s3::SdkEvidenceStore, ssm::SdkSsm},
+    aws::{autoscaling::SdkAutoScaling, ec2::SdkEc2, elb_classic::SdkClassicLoadBalancing, elbv2::SdkLoadBalancing, iam::SdkIam, kms::SdkKms, s3::SdkEvidenceStore, ssm::SdkSsm},
 };
 pub use config::Config;
 pub use supervisor::run;
@@ -44,6 +44,7 @@ pub struct RegionClients {
     pub store: SdkEvidenceStore,
     pub autoscaling: SdkAutoScaling,
     pub elbv2: SdkLoadBalancing,
+    pub elb_classic: SdkClassicLoadBalancing,
     pub iam: SdkIam,
     pub kms: SdkKms,
 }
@@ -110,6 +111,9 @@ impl Context {
                     )),
                     elbv2: SdkLoadBalancing(aws_sdk_elasticloadbalancingv2::Client::from_conf(
                         aws_sdk_elasticloadbalancingv2::config::Builder::from(&config).interceptor(observe("elasticloadbalancing")).build(),
+                    )),
+                    elb_classic: SdkClassicLoadBalancing(aws_sdk_elasticloadbalancing::Client::from_conf(
+                        aws_sdk_elasticloadbalancing::config::Builder::from(&config).interceptor(observe("elasticloadbalancing")).build(),
                     )),
                     iam: SdkIam(aws_sdk_iam::Client::from_conf(aws_sdk_iam::config::Builder::from(&config).interceptor(observe("iam")).build())),
                     kms: SdkKms(aws_sdk_kms::Client::from_conf(aws_sdk_kms::config::Builder::from(&config).interceptor(observe("kms")).build())),

@@ -18,6 +18,7 @@ use crate::{
         AwsError,
         autoscaling::AutoScalingApi,
         ec2::{Ec2Api, TerminationSettings},
+        elb_classic::ClassicLoadBalancingApi,
         elbv2::LoadBalancingApi,
     },
     controller::steps::isolation::CONTAINMENT_TAG,
@@ -127,7 +128,14 @@ async fn restore(name: &str, record: &IsolationRecord, instance_id: &str, aws: &
             for registration in &record.target_groups {
                 aws.elbv2.register(registration, instance_id).await?;
             }
-            Ok(format!("registered again in {} target group(s)", record.target_groups.len()))
+            for name in &record.classic_load_balancers {
+                aws.elb_classic.register(name, instance_id).await?;
+            }
+            Ok(format!(
+                "registered again in {} target group(s) and {} Classic Load Balancer(s)",
+                record.target_groups.len(),
+                record.classic_load_balancers.len()
+            ))
         }
         "AutoScaling" => {
             let Some(previous) = &record.auto_scaling else { return Ok("not in an Auto Scaling group".into()) };

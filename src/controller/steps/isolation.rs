@@ -3,7 +3,7 @@
 //!   1. TerminationSafeguards: DisableApiTermination, shutdown behaviour stop, DeleteOnTermination=false;
 //!   2. InstanceTags: the capture, the case and the containment state on the instance;
 //!   3. AutoScaling: scale-in protection, then Standby (desired capacity lowered by one, on record);
-//!   4. LoadBalancers: deregistered from every ELBv2 target group that holds it;
+//!   4. LoadBalancers: deregistered from every ELBv2 target group and Classic Load Balancer that holds it;
 //!   4b. ElasticIps (when the spec asks): disassociated, recorded for release;
 //!   5. SecurityGroups: per interface, an allow-all group first, then the isolation group, so connections
 //!      tracked under the old rules become untracked and are cut;
@@ -22,6 +22,7 @@ use crate::{
         AwsError, ErrorClass,
         autoscaling::AutoScalingApi,
         ec2::{Ec2Api, TerminationSettings, tags},
+        elb_classic::ClassicLoadBalancingApi,
         elbv2::LoadBalancingApi,
         iam::IamApi,
     },
@@ -215,11 +216,15 @@ async fn auto_scaling(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, 
 async fn load_balancers(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, writer: &mut Writer<'_>) -> Result<Outcome, ActionError> {
     let instance_id = sc.instance_id();
     let aws = |e| ActionError::aws(e, instance_id);
+    // Both kinds are recorded before anything is deregistered, so release can restore all of it.
     let current = sc.aws.elbv2.registrations(instance_id).await.map_err(aws)?;
-    let recorded = &mut record(status).target_groups;
-    let new: Vec<_> = current.iter().filter(|r| !recorded.contains(r)).cloned().collect();
-    if !new.is_empty() {
-        recorded.extend(new);
+    let current_classic = sc.aws.elb_classic.load_balancers_of(instance_id).await.map_err(aws)?;
+    let isolation = record(status);
+    let new: Vec<_> = current.iter().filter(|r| !isolation.target_groups.contains(r)).cloned().collect();
+    let new_classic: Vec<_> = current_classic.iter().filter(|n| !isolation.classic_load_balancers.contains(n)).cloned().collect();
+    if !new.is_empty() || !new_classic.is_empty() {
+        isolation.target_groups.extend(new);
+        isolation.classic_load_balancers.extend(new_classic);
         writer.save(status).await?;
     }
     let mut deregistered = Vec::new();
@@ -227,11 +232,16 @@ async fn load_balancers(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus
         sc.aws.elbv2.deregister(registration, instance_id).await.map_err(|e| aws(e).already(&deregistered))?;
         deregistered.push(format!("deregistered from {}", registration.target_group_arn));
     }
-    let all = &record(status).target_groups;
-    if all.is_empty() {
-        return Ok(Outcome::NotNeeded("not registered in any target group".into()));
+    for name in &current_classic {
+        sc.aws.elb_classic.deregister(name, instance_id).await.map_err(|e| aws(e).already(&deregistered))?;
+        deregistered.push(format!("deregistered from Classic Load Balancer {name}"));
     }
-    Ok(Outcome::Applied(format!("deregistered from {} target group(s)", all.len())))
+    let isolation = record(status);
+    let (groups, classic) = (isolation.target_groups.len(), isolation.classic_load_balancers.len());
+    if groups == 0 && classic == 0 {
+        return Ok(Outcome::NotNeeded("not registered in any target group or Classic Load Balancer".into()));
+    }
+    Ok(Outcome::Applied(format!("deregistered from {groups} target group(s) and {classic} Classic Load Balancer(s)")))
 }
 
 async fn elastic_ips(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, writer: &mut Writer<'_>) -> Result<Outcome, ActionError> {
