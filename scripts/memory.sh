@@ -6,8 +6,11 @@
 #   FC_AVML_URL     presigned GET of the AVML binary for this architecture
 #   FC_AVML_SHA256  expected SHA-256 of that binary; nothing runs unless it matches
 #   FC_AVML_ARGS    AVML arguments that write the LiME image to stdout (default: "acquire /dev/stdout")
-#   FC_PLAN_URL     presigned GET of the upload plan: "part-size <bytes>", "parts-url <presigned PUT URL>",
-#                   then "part <n> <presigned UploadPart URL>" lines
+#   FC_PLAN_URL     presigned GET of upload plan 1: "part-size <bytes>", "parts-url <presigned PUT URL>",
+#                   "refresh-at <unix time>", "expires-at <unix time>", "next-plan-url <presigned GET>", then
+#                   "part <n> <presigned UploadPart URL>" lines. After refresh-at the script fetches the next plan
+#                   (fresh URLs, written by the controller while the upload runs) before its next part; if that
+#                   plan is not there by expires-at, it stops with PlanExpired.
 #
 # The image goes AVML -> tee (SHA-256 over the whole stream) -> one part at a time in /dev/shm (memory, one
 # part's worth) -> presigned UploadPart PUT with the part's Content-MD5 (S3 checks it on arrival). The list of parts (number, ETag, size) goes to the parts URL;
@@ -39,27 +42,51 @@ actual="$(sha256sum "$work/avml" | cut -d' ' -f1)"
 [ "$actual" = "$FC_AVML_SHA256" ] || fail ToolChecksumMismatch "AVML SHA-256 is $actual, expected $FC_AVML_SHA256; not running it"
 chmod 700 "$work/avml"
 
-fetch "$FC_PLAN_URL" "$work/plan" 2>"$work/curl.err" || fail PlanDownloadFailed "could not fetch the upload plan: $(tail -c 300 "$work/curl.err")"
-part_size=""
-parts_url=""
-declare -a part_urls=()
-while read -r kind a b; do
-  case "$kind" in
-    part-size) part_size="$a" ;;
-    parts-url) parts_url="$a" ;;
-    part) part_urls[a]="$b" ;;
-  esac
-done <"$work/plan"
-if [ -z "$part_size" ] || [ -z "$parts_url" ] || [ "${#part_urls[@]}" -eq 0 ]; then
-  fail PlanInvalid "the upload plan lacks the part size, the parts URL or part URLs"
-fi
-
 # Base64 MD5 of a file, for the Content-MD5 header: S3 verifies it on arrival even though the presigned URL
 # does not sign it (S3 refuses unsigned x-amz-checksum-* headers on presigned requests, and the SHA-256 is
 # not known when the URL is signed), and Object Lock buckets require it on every PUT.
 content_md5() { # file
   printf '%b' "$(md5sum "$1" | cut -c1-32 | sed 's/../\\x&/g')" | base64
 }
+
+# Reads an upload plan; keeps the part size of the first (every plan of one upload has the same).
+load_plan() { # file
+  parts_url="" refresh_at="" expires_at="" next_plan_url=""
+  part_urls=()
+  local kind a b
+  while read -r kind a b; do
+    case "$kind" in
+      part-size) part_size="${part_size:-$a}" ;;
+      parts-url) parts_url="$a" ;;
+      refresh-at) refresh_at="$a" ;;
+      expires-at) expires_at="$a" ;;
+      next-plan-url) next_plan_url="$a" ;;
+      part) part_urls[a]="$b" ;;
+    esac
+  done <"$1"
+  if [ -z "$part_size" ] || [ -z "$parts_url" ] || [ "${#part_urls[@]}" -eq 0 ]; then
+    fail PlanInvalid "the upload plan lacks the part size, the parts URL or part URLs"
+  fi
+  # The uploads run in a pipeline's subshell: the plan in use is kept in a file for the rest of the script.
+  [ "$1" = "$work/plan.current" ] || cp "$1" "$work/plan.current"
+}
+
+# Moves to the next plan once this one is due for refresh; waits for the controller to write it, at most until
+# this plan's URLs expire.
+refresh_plan() {
+  [ -n "$next_plan_url" ] && [ "$(date +%s)" -ge "$refresh_at" ] || return 0
+  until fetch "$next_plan_url" "$work/plan.next" 2>"$work/curl.err"; do
+    [ "$(date +%s)" -lt "$expires_at" ] ||
+      fail PlanExpired "the next upload plan did not appear before this one's URLs expired (is the controller running?): $(tail -c 300 "$work/curl.err")"
+    sleep 5
+  done
+  load_plan "$work/plan.next"
+}
+
+part_size=""
+declare -a part_urls=()
+fetch "$FC_PLAN_URL" "$work/plan" 2>"$work/curl.err" || fail PlanDownloadFailed "could not fetch the upload plan: $(tail -c 300 "$work/curl.err")"
+load_plan "$work/plan"
 
 # Reads stdin one part at a time; each part lives in /dev/shm only until its PUT returns.
 upload_parts() {
@@ -68,6 +95,7 @@ upload_parts() {
     head -c "$part_size" >"$work/part"
     size="$(stat -c %s "$work/part")"
     [ "$size" -gt 0 ] || break
+    refresh_plan
     [ -n "${part_urls[n]:-}" ] || fail PlanExhausted "image is larger than the $((n - 1)) parts planned"
     etag="$(curl --fail --silent --show-error --retry 5 --retry-all-errors --retry-delay 1 \
       --header "Content-MD5: $(content_md5 "$work/part")" --upload-file "$work/part" --output /dev/null --write-out '%header{etag}' "${part_urls[n]}" 2>"$work/curl.err")" ||
@@ -96,7 +124,9 @@ wait "$hasher"
 [ "${statuses[0]}" -eq 0 ] || fail AcquisitionFailed "AVML exited ${statuses[0]}: $(tail -c 500 "$work/avml.err")"
 [ -s "$work/progress" ] || fail AcquisitionFailed "AVML wrote no data: $(tail -c 500 "$work/avml.err")"
 read -r parts bytes <"$work/progress"
-curl --fail --silent --show-error --retry 5 --retry-all-errors --retry-delay 1 \
-  --header "Content-MD5: $(content_md5 "$work/parts")" --upload-file "$work/parts" --output /dev/null "$parts_url" 2>"$work/curl.err" ||
-  fail PartsListUploadFailed "$(tail -c 300 "$work/curl.err")"
+load_plan "$work/plan.current"
+refresh_plan
+curl --fail-with-body --silent --show-error --retry 5 --retry-all-errors --retry-delay 1 \
+  --header "Content-MD5: $(content_md5 "$work/parts")" --upload-file "$work/parts" --output "$work/response" "$parts_url" 2>"$work/curl.err" ||
+  fail PartsListUploadFailed "$(tail -c 300 "$work/curl.err") $(tail -c 300 "$work/response" 2>/dev/null | tr -s "\n\r" "  ")"
 echo "FC-RESULT memory sha256=$(cut -d' ' -f1 "$work/sha256") bytes=$bytes parts=$parts"

@@ -29,9 +29,45 @@ pub fn plan_parts(memory_mib: u64) -> PartPlan {
     PartPlan { part_size, part_count }
 }
 
-/// The upload plan object fetched by the memory script: where to put the parts list, one URL per part.
-pub fn upload_plan(part_size: u64, parts_list_url: &str, part_urls: &[String]) -> String {
+/// When the instance moves to the next upload plan, and when this plan's URLs stop working.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanRenewal {
+    /// Unix time after which the script fetches the next plan before its next part.
+    pub refresh_at: u64,
+    /// Unix time this plan's URLs expire (with a margin for clock skew); the script gives up waiting for the
+    /// next plan then.
+    pub expires_at: u64,
+    /// Presigned GET of the next plan, which the controller writes before `refresh_at`.
+    pub next_plan_url: String,
+}
+
+/// Timing of a plan whose URLs were signed at `signed_at` (Unix time) for `ttl_seconds`: the controller writes
+/// the next plan from half the lifetime on, the instance switches to it at the first part boundary after three
+/// fifths, and the URLs are treated as dead a tenth of the lifetime (at most a minute) before they really
+/// expire. The instance can only switch between parts, so the window from switch to death is kept wide: most
+/// of the second half of the lifetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanTiming {
+    pub renew_at: u64,
+    pub refresh_at: u64,
+    pub expires_at: u64,
+}
+
+pub fn plan_timing(signed_at: u64, ttl_seconds: u64) -> PlanTiming {
+    PlanTiming {
+        renew_at: signed_at + ttl_seconds / 2,
+        refresh_at: signed_at + ttl_seconds * 3 / 5,
+        expires_at: signed_at + ttl_seconds - (ttl_seconds / 10).min(60),
+    }
+}
+
+/// The upload plan object fetched by the memory script: where to put the parts list, one URL per part, and
+/// (for uploads that may outlive the URLs) where and when to fetch the next plan.
+pub fn upload_plan(part_size: u64, parts_list_url: &str, part_urls: &[String], renewal: Option<&PlanRenewal>) -> String {
     let mut plan = format!("part-size {part_size}\nparts-url {parts_list_url}\n");
+    if let Some(r) = renewal {
+        plan.push_str(&format!("refresh-at {}\nexpires-at {}\nnext-plan-url {}\n", r.refresh_at, r.expires_at, r.next_plan_url));
+    }
     for (i, url) in part_urls.iter().enumerate() {
         plan.push_str(&format!("part {} {url}\n", i + 1));
     }
@@ -162,7 +198,21 @@ mod tests {
 
     #[test]
     fn upload_plan_lists_numbered_parts() {
-        assert_eq!(upload_plan(8, "p", &["u1".into(), "u2".into()]), "part-size 8\nparts-url p\npart 1 u1\npart 2 u2\n");
+        assert_eq!(upload_plan(8, "p", &["u1".into(), "u2".into()], None), "part-size 8\nparts-url p\npart 1 u1\npart 2 u2\n");
+        let renewal = PlanRenewal { refresh_at: 1_750, expires_at: 1_940, next_plan_url: "n".into() };
+        assert_eq!(
+            upload_plan(8, "p", &["u1".into()], Some(&renewal)),
+            "part-size 8\nparts-url p\nrefresh-at 1750\nexpires-at 1940\nnext-plan-url n\npart 1 u1\n"
+        );
+    }
+
+    #[test]
+    fn plans_are_renewed_at_half_life_switched_from_three_fifths_and_dead_before_expiry() {
+        assert_eq!(plan_timing(1_000, 3_600), PlanTiming { renew_at: 2_800, refresh_at: 3_160, expires_at: 4_540 });
+        // Short lifetimes keep a proportional margin.
+        assert_eq!(plan_timing(1_000, 40), PlanTiming { renew_at: 1_020, refresh_at: 1_024, expires_at: 1_036 });
+        let t = plan_timing(0, 900);
+        assert!(t.renew_at < t.refresh_at && t.refresh_at < t.expires_at && t.expires_at < 900);
     }
 
     #[test]

@@ -165,6 +165,17 @@ async fn capture_of_a_two_volume_instance_reaches_isolated_with_every_artifact()
             assert!(!text.contains(secret), "command {:?} contains a credential", command.command_id());
         }
         assert!(!text.contains("X-Amz-Credential=AKIA"), "URLs are signed by a scoped session, not long-term keys");
+        // A script that calls a function or tool that is not there can still "succeed" past it; its stderr says so.
+        let ssm = support::stack().ssm().await;
+        let invocation = ssm
+            .get_command_invocation()
+            .command_id(command.command_id().unwrap())
+            .instance_id(&instance.instance_id)
+            .send()
+            .await
+            .unwrap();
+        let stderr = invocation.standard_error_content().unwrap_or_default();
+        assert!(!stderr.contains("command not found"), "command {:?} stderr: {stderr}", command.comment());
     }
     assert_eq!(files_on_instance_disk(&instance.instance_id), Vec::<String>::new());
 

@@ -443,6 +443,12 @@ pub struct StepRecord {
     /// Part size of the memory upload, in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub part_size_bytes: Option<i64>,
+    /// Memory only: the newest upload plan written (plan N holds fresh presigned URLs and names plan N+1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_generation: Option<i32>,
+    /// Memory only: when the controller writes the next upload plan, if the upload is still running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_renew_at: Option<Time>,
     /// When the step started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,

@@ -46,6 +46,12 @@ pub struct Config {
     #[arg(long, env = "FC_URL_TTL_SECONDS", default_value_t = 900)]
     pub url_ttl_seconds: u64,
 
+    /// Lifetime of the memory upload's presigned URLs, in seconds. The controller writes a fresh upload plan
+    /// half-way through each lifetime, so uploads may run longer. Unset: 15 minutes plus a minute per GiB of
+    /// the instance's memory, at most an hour.
+    #[arg(long, env = "FC_MEMORY_URL_TTL_SECONDS", value_parser = clap::value_parser!(u64).range(20..=3600))]
+    pub memory_url_ttl_seconds: Option<u64>,
+
     /// How long SSM may wait for an offline agent before the command is DeliveryTimedOut (30 s or more).
     #[arg(long, env = "FC_COMMAND_DELIVERY_TIMEOUT_SECONDS", default_value_t = 600, value_parser = clap::value_parser!(i32).range(30..))]
     pub command_delivery_timeout_seconds: i32,

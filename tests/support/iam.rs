@@ -181,9 +181,18 @@ impl EnforcedAws {
 
     /// Sets the simulated instance's memory image size (fake-avml reads it from the agent environment).
     pub fn set_instance_memory(&self, instance_id: &str, bytes: u64) {
+        self.agent_env(instance_id, &format!("FAKE_AVML_SIZE_BYTES={bytes}\nFAKE_AVML_RANGES=3\n"));
+    }
+
+    /// Like `set_instance_memory`, with AVML streaming the image at `bytes_per_second`.
+    pub fn set_slow_instance_memory(&self, instance_id: &str, bytes: u64, bytes_per_second: u64) {
+        self.agent_env(instance_id, &format!("FAKE_AVML_SIZE_BYTES={bytes}\nFAKE_AVML_RANGES=3\nFAKE_AVML_BYTES_PER_SECOND={bytes_per_second}\n"));
+    }
+
+    fn agent_env(&self, instance_id: &str, contents: &str) {
         let dir = self.dir.join("ssm/instances").join(instance_id);
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("agent.env"), format!("FAKE_AVML_SIZE_BYTES={bytes}\nFAKE_AVML_RANGES=3\n")).unwrap();
+        std::fs::write(dir.join("agent.env"), contents).unwrap();
     }
 }
 

@@ -4,7 +4,8 @@
 //! Accepts AVML's command shapes: `fake-avml [acquire] [--compress] [--source SRC] <output>`. The image size
 //! comes from the environment (`FAKE_AVML_SIZE_BYTES`, `FAKE_AVML_RANGES`), which the SSM simulator sets per
 //! instance from its agent environment file, so each simulated instance has its own "physical memory";
-//! default 12 MiB in 2 ranges.
+//! default 12 MiB in 2 ranges. `FAKE_AVML_BYTES_PER_SECOND` slows the stream down, to make an acquisition last
+//! as long as a test needs (an upload that outlives its presigned URLs).
 //! Data bytes are a function of their offset only: `data[i] = (i * 2654435761 >> 13) as u8`, per range.
 
 use std::io::{self, BufWriter, Write};
@@ -27,14 +28,42 @@ fn run() -> io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let output = parse_output(&args).ok_or_else(|| io::Error::other("usage: fake-avml [acquire] [--source SRC] <output>"))?;
     let (size, ranges) = config();
+    let rate = std::env::var("FAKE_AVML_BYTES_PER_SECOND").ok().and_then(|v| v.trim().parse::<u64>().ok()).filter(|r| *r > 0);
     let sink: Box<dyn Write> = if output == "-" || output == "/dev/stdout" {
         Box::new(io::stdout().lock())
     } else {
         Box::new(std::fs::File::create(&output)?)
     };
-    let mut out = BufWriter::with_capacity(1 << 20, sink);
+    let mut out = BufWriter::with_capacity(1 << 16, Throttled { inner: sink, rate, started: std::time::Instant::now(), written: 0 });
     write_image(&mut out, size, ranges)?;
     out.flush()
+}
+
+/// Holds the output to `rate` bytes per second on average, when set.
+struct Throttled<W> {
+    inner: W,
+    rate: Option<u64>,
+    started: std::time::Instant,
+    written: u64,
+}
+
+impl<W: Write> Write for Throttled<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        if let Some(rate) = self.rate {
+            let due = std::time::Duration::from_secs_f64(self.written as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(self.started.elapsed()) {
+                self.inner.flush()?;
+                std::thread::sleep(wait);
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 fn parse_output(args: &[String]) -> Option<String> {

@@ -1,7 +1,10 @@
 //! Memory image: AVML on the instance streams through SHA-256 into an S3 multipart upload whose presigned part
-//! URLs come from one small upload-plan object; the controller then checks the parts and completes the upload.
+//! URLs come from small upload-plan objects (renewed while the upload runs, so it may outlast one set of URLs);
+//! the controller then checks the parts, completes the upload and re-hashes the image.
 
 use std::time::Duration;
+
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
 use super::{POLL, Progress, StepContext, StepError, Writer, command, upsert_artifact};
 use crate::{
@@ -47,7 +50,6 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
     let parts = plan_parts(memory_mib);
     let (bucket, prefix) = sc.evidence()?;
     let key = sc.key(&prefix, "memory.lime");
-    let plan_key = sc.key(&prefix, "memory.upload-plan");
     let parts_key = sc.key(&prefix, "memory.parts");
 
     let upload_id = match super::record(STEP, status).upload_id.clone() {
@@ -68,11 +70,32 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
         }
     };
 
+    let upload = Upload {
+        bucket: &bucket,
+        key: &key,
+        parts_key: &parts_key,
+        prefix: &prefix,
+        upload_id: &upload_id,
+        parts,
+        ttl: sc.ctx.config.memory_url_ttl_seconds.map(Duration::from_secs).unwrap_or_else(|| url_ttl(memory_mib)),
+    };
+    // The first plan's renewal time is taken before it is signed, so it is never later than the real one.
+    let first_renewal = acquisition::plan_timing(unix_now(), upload.ttl.as_secs()).renew_at;
+    let sent_now = std::sync::atomic::AtomicBool::new(false);
     let prepare = || {
-        prepare_command(sc, &bucket, [&key, &plan_key, &parts_key], &upload_id, parts, memory_mib, (&avml_bucket, &avml_key, &avml_sha256))
+        sent_now.store(true, std::sync::atomic::Ordering::Relaxed);
+        prepare_command(sc, &upload, (&avml_bucket, &avml_key, &avml_sha256))
     };
     let command_id = command::ensure(sc, STEP, status, writer, execution_timeout(memory_mib), prepare).await?;
+    let record = super::record(STEP, status);
+    if record.plan_generation.is_none() {
+        // A command found in SSM's history after a restart has a plan of unknown age: renew it at once.
+        record.plan_generation = Some(1);
+        record.plan_renew_at = Some(unix_time(if sent_now.load(std::sync::atomic::Ordering::Relaxed) { first_renewal } else { unix_now() }));
+        writer.save(status).await?;
+    }
     let Some(stdout) = command::output(sc, STEP, &command_id).await? else {
+        renew_plan_if_due(sc, &upload, status, writer).await?;
         return Ok(Progress::Wait(POLL));
     };
     let reported = acquisition::result(&stdout, "memory").ok_or_else(|| {
@@ -94,41 +117,69 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
     Ok(Progress::Continue)
 }
 
-/// Presigns the AVML download, every part and the plan; writes the plan; returns the command lines.
-#[allow(clippy::too_many_arguments)]
-async fn prepare_command(
-    sc: &StepContext<'_>,
-    bucket: &str,
-    [key, plan_key, parts_key]: [&str; 3],
-    upload_id: &str,
+/// The multipart upload a memory command streams into, and how long the URLs handed to it live.
+struct Upload<'a> {
+    bucket: &'a str,
+    key: &'a str,
+    parts_key: &'a str,
+    prefix: &'a str,
+    upload_id: &'a str,
     parts: acquisition::PartPlan,
-    memory_mib: u64,
-    (avml_bucket, avml_key, avml_sha256): (&str, &str, &str),
-) -> Result<Vec<String>, StepError> {
+    ttl: Duration,
+}
+
+fn unix_now() -> u64 {
+    Timestamp::now().as_second().max(0) as u64
+}
+
+fn unix_time(seconds: u64) -> Time {
+    Time(Timestamp::from_second(seconds as i64).unwrap_or_else(|_| Timestamp::now()))
+}
+
+/// Upload plans are numbered: the instance reads plan 1 first, and each plan names the next one.
+fn plan_key(sc: &StepContext<'_>, prefix: &str, generation: i32) -> String {
+    sc.key(prefix, &format!("memory.upload-plan.{generation}"))
+}
+
+/// Presigns `leading` and everything plan `generation` holds (the parts list, every part, the next plan), in one
+/// scoped session; writes the plan; returns the URLs of `leading` and when they were signed (Unix time).
+async fn write_plan(sc: &StepContext<'_>, upload: &Upload<'_>, generation: i32, mut requests: Vec<Presign>) -> Result<(Vec<String>, u64), StepError> {
     let instance_id = sc.instance_id();
-    let mut requests = vec![
-        Presign::Get { bucket: avml_bucket.into(), key: avml_key.into() },
-        Presign::Get { bucket: bucket.into(), key: plan_key.into() },
-        Presign::Put { bucket: bucket.into(), key: parts_key.into() },
-    ];
-    requests.extend((1..=parts.part_count as i32).map(|n| Presign::UploadPart {
-        bucket: bucket.into(),
-        key: key.into(),
-        upload_id: upload_id.into(),
+    let bucket = upload.bucket.to_string();
+    let leading = requests.len();
+    requests.push(Presign::Put { bucket: bucket.clone(), key: upload.parts_key.into() });
+    requests.push(Presign::Get { bucket: bucket.clone(), key: plan_key(sc, upload.prefix, generation + 1) });
+    requests.extend((1..=upload.parts.part_count as i32).map(|n| Presign::UploadPart {
+        bucket: bucket.clone(),
+        key: upload.key.into(),
+        upload_id: upload.upload_id.into(),
         part_number: n,
     }));
+    let signed_at = unix_now();
     let urls = sc
         .aws
         .store
-        .presign(&requests, url_ttl(memory_mib), &format!("fc-{}-memory", &sc.uid[..8.min(sc.uid.len())]))
+        .presign(&requests, upload.ttl, &format!("fc-{}-memory", &sc.uid[..8.min(sc.uid.len())]))
         .await
         .map_err(|e| StepError::aws(e, instance_id, "PresignFailed"))?;
-    let plan = acquisition::upload_plan(parts.part_size, &urls[2], &urls[3..]);
+    let timing = acquisition::plan_timing(signed_at, upload.ttl.as_secs());
+    let renewal = acquisition::PlanRenewal { refresh_at: timing.refresh_at, expires_at: timing.expires_at, next_plan_url: urls[leading + 1].clone() };
+    let plan = acquisition::upload_plan(upload.parts.part_size, &urls[leading], &urls[leading + 2..], Some(&renewal));
     sc.aws
         .store
-        .put_object(bucket, plan_key, plan.into_bytes(), "text/plain")
+        .put_object(upload.bucket, &plan_key(sc, upload.prefix, generation), plan.into_bytes(), "text/plain")
         .await
         .map_err(|e| StepError::aws(e, instance_id, "UploadFailed"))?;
+    Ok((urls[..leading].to_vec(), signed_at))
+}
+
+/// Writes plan 1 (with the AVML download and its own URL presigned alongside); returns the command lines.
+async fn prepare_command(sc: &StepContext<'_>, upload: &Upload<'_>, (avml_bucket, avml_key, avml_sha256): (&str, &str, &str)) -> Result<Vec<String>, StepError> {
+    let leading = vec![
+        Presign::Get { bucket: avml_bucket.into(), key: avml_key.into() },
+        Presign::Get { bucket: upload.bucket.into(), key: plan_key(sc, upload.prefix, 1) },
+    ];
+    let (urls, _) = write_plan(sc, upload, 1, leading).await?;
     acquisition::command_lines(
         acquisition::MEMORY_SCRIPT,
         &[
@@ -139,6 +190,25 @@ async fn prepare_command(
         ],
     )
     .map_err(|e| StepError::failed("InvalidCommand", e.to_string()))
+}
+
+/// While the command runs, writes the next plan once the current one is half-way through its life, so an upload
+/// that outlasts one set of presigned URLs moves on to fresh ones. A restart between writing and recording just
+/// writes that plan again with fresh URLs.
+async fn renew_plan_if_due(sc: &StepContext<'_>, upload: &Upload<'_>, status: &mut ForensicCaptureStatus, writer: &mut Writer<'_>) -> Result<(), StepError> {
+    let record = super::record(STEP, status);
+    let (Some(generation), Some(due)) = (record.plan_generation, record.plan_renew_at.clone()) else {
+        return Ok(());
+    };
+    if Timestamp::now() < due.0 {
+        return Ok(());
+    }
+    let (_, signed_at) = write_plan(sc, upload, generation + 1, Vec::new()).await?;
+    let record = super::record(STEP, status);
+    record.plan_generation = Some(generation + 1);
+    record.plan_renew_at = Some(unix_time(acquisition::plan_timing(signed_at, upload.ttl.as_secs()).renew_at));
+    tracing::debug!(instance = %sc.instance_id(), generation = generation + 1, "memory upload plan renewed");
+    writer.save(status).await
 }
 
 /// Completes the upload from the parts list the instance wrote, after checking it against the totals the
