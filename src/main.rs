@@ -58,7 +58,7 @@ async fn main() -> anyhow::Result<()> {
             for f in &report.findings {
                 println!("{} {:<22} {} {}", if f.ok { "OK  " } else { "FAIL" }, f.name, f.uri, f.detail);
             }
-            let failed = report.findings.iter().filter(|f| !f.ok).count();
+            let failed = report.failed();
             println!("{} checks, {failed} failed", report.findings.len());
             if failed > 0 {
                 std::process::exit(1);

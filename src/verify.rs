@@ -24,8 +24,8 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn ok(&self) -> bool {
-        self.findings.iter().all(|f| f.ok)
+    pub fn failed(&self) -> usize {
+        self.findings.iter().filter(|f| !f.ok).count()
     }
 }
 

@@ -7,17 +7,12 @@ use std::{collections::BTreeSet, io::Read};
 
 use forensic_capture::api::{ArtifactType, ForensicCapture, Phase};
 use sha2::{Digest, Sha256};
-use support::fixtures::{CaptureEnv, capture_yaml, set_instance_memory};
+use support::fixtures::{CaptureEnv, capture_yaml, download, set_instance_memory};
 
 const MIB: u64 = 1024 * 1024;
 
 fn condition<'a>(capture: &'a ForensicCapture, type_: &str) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
     capture.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == type_).unwrap_or_else(|| panic!("no {type_} condition"))
-}
-
-async fn download(s3: &aws_sdk_s3::Client, uri: &str) -> Vec<u8> {
-    let (bucket, key) = uri.strip_prefix("s3://").unwrap().split_once('/').unwrap();
-    s3.get_object().bucket(bucket).key(key).send().await.unwrap().body.collect().await.unwrap().to_vec()
 }
 
 /// Every SSM command sent to the instance, with its parameters.

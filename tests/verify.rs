@@ -12,7 +12,7 @@ use forensic_capture::{
 };
 use support::{
     controller::ControllerProcess,
-    fixtures::{CaptureEnv, capture_yaml, set_instance_memory},
+    fixtures::{CaptureEnv, capture_yaml, download, set_instance_memory, split_s3_uri},
 };
 
 /// Runs `forensic-capture verify <target> [args]` against the stack; returns (success, output).
@@ -34,17 +34,8 @@ fn line<'a>(out: &'a str, needle: &str) -> &'a str {
     out.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("no line with {needle} in:\n{out}"))
 }
 
-fn split(uri: &str) -> (&str, &str) {
-    uri.strip_prefix("s3://").unwrap().split_once('/').unwrap()
-}
-
-async fn get(s3: &aws_sdk_s3::Client, uri: &str) -> Vec<u8> {
-    let (bucket, key) = split(uri);
-    s3.get_object().bucket(bucket).key(key).send().await.unwrap().body.collect().await.unwrap().to_vec()
-}
-
 async fn put(s3: &aws_sdk_s3::Client, uri: &str, body: Vec<u8>) {
-    let (bucket, key) = split(uri);
+    let (bucket, key) = split_s3_uri(uri);
     s3.put_object().bucket(bucket).key(key).body(body.into()).send().await.unwrap();
 }
 
@@ -75,7 +66,7 @@ async fn verify_passes_on_a_signed_capture_and_names_each_kind_of_tampering() {
     assert_eq!(signature_artifact.key_id.as_deref(), Some(key_arn.as_str()), "the signing key is recorded");
 
     // The manifest describes every snapshot with its volume, times and tags.
-    let manifest_json: serde_json::Value = serde_json::from_slice(&get(&s3, &manifest).await).unwrap();
+    let manifest_json: serde_json::Value = serde_json::from_slice(&download(&s3, &manifest).await).unwrap();
     let snapshot = &manifest_json["snapshots"][0];
     assert!(snapshot["snapshotId"].as_str().unwrap().starts_with("snap-"), "{snapshot}");
     assert!(snapshot["volumeId"].as_str().unwrap().starts_with("vol-"), "{snapshot}");
@@ -94,7 +85,7 @@ async fn verify_passes_on_a_signed_capture_and_names_each_kind_of_tampering() {
     assert!(line(&out, "OK   manifest ").contains("as recorded in the capture's status"), "{out}");
 
     // The signature replaced: a genuine KMS signature, but over other bytes.
-    let original_signature = get(&s3, &signature_uri).await;
+    let original_signature = download(&s3, &signature_uri).await;
     let mut forged: SignatureDocument = serde_json::from_slice(&original_signature).unwrap();
     let other = kms
         .sign()
@@ -115,7 +106,7 @@ async fn verify_passes_on_a_signed_capture_and_names_each_kind_of_tampering() {
     put(&s3, &signature_uri, original_signature).await;
 
     // The manifest edited: the case ID changed.
-    let original_manifest = get(&s3, &manifest).await;
+    let original_manifest = download(&s3, &manifest).await;
     let edited = String::from_utf8(original_manifest.clone()).unwrap().replace("INC-4711", "INC-4712");
     put(&s3, &manifest, edited.into_bytes()).await;
     let (ok, out) = verify(&manifest, &[]);
@@ -128,7 +119,7 @@ async fn verify_passes_on_a_signed_capture_and_names_each_kind_of_tampering() {
     put(&s3, &manifest, original_manifest).await;
 
     // The signature deleted: verifying the capture requires it, because its status recorded one.
-    let (bucket, signature_key) = split(&signature_uri);
+    let (bucket, signature_key) = split_s3_uri(&signature_uri);
     s3.delete_object().bucket(bucket).key(signature_key).send().await.unwrap();
     let (ok, out) = verify(&by_capture, &[]);
     assert!(!ok, "{out}");
@@ -141,7 +132,7 @@ async fn verify_passes_on_a_signed_capture_and_names_each_kind_of_tampering() {
 
     // One byte of the memory image changed.
     let memory = uri_of(&capture, ArtifactType::MemoryImage);
-    let mut image = get(&s3, &memory).await;
+    let mut image = download(&s3, &memory).await;
     image[4096] ^= 0xff;
     put(&s3, &memory, image).await;
     let (ok, out) = verify(&manifest, &[]);
@@ -151,7 +142,7 @@ async fn verify_passes_on_a_signed_capture_and_names_each_kind_of_tampering() {
 
     // An artifact deleted.
     let volatile = uri_of(&capture, ArtifactType::VolatileData);
-    let (bucket, key) = split(&volatile);
+    let (bucket, key) = split_s3_uri(&volatile);
     s3.delete_object().bucket(bucket).key(key).send().await.unwrap();
     let (_, out) = verify(&manifest, &[]);
     let l = line(&out, "volatile.tar.gz");
@@ -218,7 +209,7 @@ async fn with_object_lock_every_artifact_is_retained_and_deleting_a_version_is_r
         let lock = artifact.lock.as_ref().unwrap_or_else(|| panic!("{} has no lock recorded", artifact.name));
         assert_eq!(lock.mode.as_deref(), Some("COMPLIANCE"), "{}", artifact.name);
         assert!(lock.legal_hold, "{}", artifact.name);
-        let (bucket, key) = split(&artifact.uri);
+        let (bucket, key) = split_s3_uri(&artifact.uri);
         // Read back through HeadObject: moto answers GetObjectRetention with the object's body.
         let head = s3.head_object().bucket(bucket).key(key).send().await.unwrap();
         assert_eq!(head.object_lock_mode().map(|m| m.as_str()), Some("COMPLIANCE"), "{}", artifact.name);
@@ -230,7 +221,7 @@ async fn with_object_lock_every_artifact_is_retained_and_deleting_a_version_is_r
 
     // Deleting the memory image's version is refused, and the image is still there.
     let memory = uri_of(&capture, ArtifactType::MemoryImage);
-    let (bucket, key) = split(&memory);
+    let (bucket, key) = split_s3_uri(&memory);
     let version = s3.head_object().bucket(bucket).key(key).send().await.unwrap().version_id().unwrap().to_string();
     let refused = s3.delete_object().bucket(bucket).key(key).version_id(&version).send().await.unwrap_err();
     let refused = refused.into_service_error();

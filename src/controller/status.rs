@@ -65,7 +65,7 @@ async fn emit_events(ctx: &Context, capture: &ForensicCapture, before: &Forensic
             StepState::Skipped => (EventType::Warning, new.reason.clone().unwrap_or_else(|| format!("{}Skipped", title(step)))),
         };
         let note = new.message.clone().unwrap_or_else(|| format!("{} step {:?}", step.name(), new.state));
-        events.push(Event { type_, reason, note: Some(truncate(&note)), action: title(step).into(), secondary: None });
+        events.push(Event { type_, reason, note: Some(note), action: title(step).into(), secondary: None });
     }
     if before.phase != after.phase {
         if let Some(phase) = after.phase {
@@ -78,14 +78,20 @@ async fn emit_events(ctx: &Context, capture: &ForensicCapture, before: &Forensic
             });
         }
     }
+    publish_events(ctx, capture, events).await;
+}
+
+/// Publishes events on the capture, notes cut to the API's limit. Events are a convenience; the status is the
+/// record, so a failure to publish is only logged.
+pub async fn publish_events(ctx: &Context, capture: &ForensicCapture, events: Vec<Event>) {
     if events.is_empty() {
         return;
     }
     let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
     let reference = capture.object_ref(&());
-    for event in events {
+    for mut event in events {
+        event.note = event.note.as_deref().map(truncate);
         if let Err(error) = recorder.publish(&event, &reference).await {
-            // Events are a convenience; the status is the record.
             tracing::debug!(%error, "could not publish event");
         }
     }

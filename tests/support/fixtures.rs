@@ -51,6 +51,17 @@ pub async fn upload_avml(s3: &aws_sdk_s3::Client, bucket: &str) -> (String, Stri
     (format!("s3://{bucket}/tools/avml-x86_64"), sha)
 }
 
+/// Splits `s3://bucket/key`.
+pub fn split_s3_uri(uri: &str) -> (&str, &str) {
+    uri.strip_prefix("s3://").and_then(|u| u.split_once('/')).unwrap_or_else(|| panic!("{uri} is not s3://bucket/key"))
+}
+
+/// The whole object at an `s3://bucket/key` URI.
+pub async fn download(s3: &aws_sdk_s3::Client, uri: &str) -> Vec<u8> {
+    let (bucket, key) = split_s3_uri(uri);
+    s3.get_object().bucket(bucket).key(key).send().await.unwrap().body.collect().await.unwrap().to_vec()
+}
+
 /// Sets the simulated instance's memory image size (read by fake-avml through the agent environment).
 pub fn set_instance_memory(instance_id: &str, bytes: u64) {
     let dir = stack().ssm_state_dir().join("instances").join(instance_id);

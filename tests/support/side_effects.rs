@@ -43,7 +43,6 @@ pub async fn assert_each_side_effect_once(instance: &str, capture: &ForensicCapt
     }
     assert_eq!(kinds.iter().filter(|k| **k == ArtifactType::EbsSnapshot).count(), 2);
     let memory = status.artifacts.iter().find(|a| a.kind == ArtifactType::MemoryImage).unwrap();
-    let (bucket, key) = memory.uri.strip_prefix("s3://").unwrap().split_once('/').unwrap();
-    let bytes = stack.s3().await.get_object().bucket(bucket).key(key).send().await.unwrap().body.collect().await.unwrap().to_vec();
+    let bytes = super::fixtures::download(&stack.s3().await, &memory.uri).await;
     assert_eq!(memory.sha256.as_deref(), Some(hex::encode(Sha256::digest(&bytes)).as_str()));
 }

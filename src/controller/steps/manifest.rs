@@ -5,7 +5,7 @@
 //! published as Warning events naming the instance and the AWS error. Transient errors are retried.
 
 use base64::Engine;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
 use sha2::{Digest, Sha256};
 
 use super::{StepContext, StepError, upsert_artifact};
@@ -16,7 +16,7 @@ use crate::{
         kms::SignerApi,
         s3::{EvidenceStore, Written},
     },
-    controller::status::now,
+    controller::status::{self, now},
     custody::{self, SIGNATURE_FORMAT, SIGNATURE_SUFFIX, SignatureDocument},
     manifest,
 };
@@ -117,10 +117,6 @@ async fn give_up(sc: &StepContext<'_>, error: AwsError, reason: &str, uri: &str)
 
 async fn warn(sc: &StepContext<'_>, reason: &str, message: String) {
     tracing::warn!(instance = %sc.instance_id(), %reason, %message, "capture sealed incompletely");
-    let recorder = Recorder::new(sc.ctx.client.clone(), sc.ctx.reporter.clone());
     let event = Event { type_: EventType::Warning, reason: reason.into(), note: Some(message), action: "Seal".into(), secondary: None };
-    let reference = kube::Resource::object_ref(sc.capture, &());
-    if let Err(error) = recorder.publish(&event, &reference).await {
-        tracing::warn!(%error, "could not publish event");
-    }
+    status::publish_events(sc.ctx, sc.capture, vec![event]).await;
 }
