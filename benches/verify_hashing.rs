@@ -82,7 +82,7 @@ async fn main() {
 
     let store = SdkEvidenceStore { s3, sts: aws_sdk_sts::Client::new(&stack.aws().await), presign_role_arn: None };
     let started = Instant::now();
-    let (verify_hex, size) = store.object_sha256(&bucket, key).await.unwrap();
+    let (verify_hex, size) = store.object_sha256(&bucket, key, |_| {}).await.unwrap();
     let verify = started.elapsed().as_secs_f64();
     assert_eq!(verify_hex, coreutils_hex);
     assert_eq!(size as usize, SIZE);

@@ -5,14 +5,18 @@
 # command text holds no AWS credentials, only presigned URLs scoped to exact object keys.
 #   FC_AVML_URL     presigned GET of the AVML binary for this architecture
 #   FC_AVML_SHA256  expected SHA-256 of that binary; nothing runs unless it matches
-#   FC_AVML_ARGS    AVML arguments that write the LiME image to stdout (default: "acquire /dev/stdout")
+#   FC_ARCH         the architecture the controller chose AVML for (x86_64 or arm64)
+#   FC_AVML_SOURCE  optional: the memory source AVML reads (/proc/kcore, /dev/crash or /dev/mem); by default the
+#                   script picks the first usable one, as AVML does for an output it cannot rewind
 #   FC_PLAN_URL     presigned GET of upload plan 1: "part-size <bytes>", "parts-url <presigned PUT URL>",
 #                   "refresh-at <unix time>", "expires-at <unix time>", "next-plan-url <presigned GET>", then
 #                   "part <n> <presigned UploadPart URL>" lines. After refresh-at the script fetches the next plan
 #                   (fresh URLs, written by the controller while the upload runs) before its next part; if that
 #                   plan is not there by expires-at, it stops with PlanExpired.
 #
-# The image goes AVML -> tee (SHA-256 over the whole stream) -> one part at a time in /dev/shm (memory, one
+# AVML (since 0.17) opens its output with O_NOFOLLOW, so /dev/stdout (a symlink to /proc/self/fd/1) fails with
+# ELOOP: it writes into a FIFO this script creates in /dev/shm, and the script streams from the FIFO.
+# The image goes AVML -> FIFO -> tee (SHA-256 over the whole stream) -> one part at a time in /dev/shm (memory, one
 # part's worth) -> presigned UploadPart PUT with the part's Content-MD5 (S3 checks it on arrival). The list of parts (number, ETag, size) goes to the parts URL;
 # the controller completes the multipart upload from it (S3 checks every ETag) and checks the object's size.
 # Prints "FC-RESULT memory sha256=<hex> bytes=<n> parts=<n>" on success, "FC-ERROR <Reason> <detail>" on failure.
@@ -34,13 +38,54 @@ fetch() { # url, output
   curl --fail --silent --show-error --retry 5 --retry-all-errors --retry-delay 1 --output "$2" "$1"
 }
 
-: "${FC_AVML_URL:?}" "${FC_AVML_SHA256:?}" "${FC_PLAN_URL:?}"
-avml_args="${FC_AVML_ARGS:-acquire /dev/stdout}"
+: "${FC_AVML_URL:?}" "${FC_AVML_SHA256:?}" "${FC_PLAN_URL:?}" "${FC_ARCH:?}"
+
+# Why memory cannot be taken here, said before anything is downloaded or run.
+machine="$(uname -m)"
+case "$machine:$FC_ARCH" in
+  x86_64:x86_64 | aarch64:arm64) ;;
+  *) fail UnsupportedArchitecture "the kernel reports machine $machine; AVML was configured for $FC_ARCH (AVML runs on x86_64 and aarch64)" ;;
+esac
+lockdown="$(cat /sys/kernel/security/lockdown 2>/dev/null || true)"
+case "$lockdown" in
+  *"[confidentiality]"*) fail KernelLockdown "kernel lockdown is confidentiality ($lockdown): /proc/kcore, /dev/crash and /dev/mem are closed to every tool" ;;
+esac
+
+# One source, chosen up front: the output is a stream, so AVML must not fall back to another source after
+# writing part of an image. The order is AVML's own for outputs it cannot rewind.
+readable() { head -c 1 "$1" >/dev/null 2>&1; }
+source="${FC_AVML_SOURCE:-}"
+if [ -z "$source" ]; then
+  for candidate in /proc/kcore /dev/crash /dev/mem; do
+    if readable "$candidate"; then source="$candidate"; break; fi
+  done
+fi
+if [ -z "$source" ]; then
+  case "$lockdown" in
+    *"[integrity]"*) fail KernelLockdown "no memory source is readable and kernel lockdown is integrity ($lockdown)" ;;
+  esac
+  fail NoMemorySource "none of /proc/kcore, /dev/crash, /dev/mem can be read (is the kernel built without them, or are they restricted?)"
+fi
 
 fetch "$FC_AVML_URL" "$work/avml" 2>"$work/curl.err" || fail ToolDownloadFailed "could not fetch AVML: $(tail -c 300 "$work/curl.err")"
 actual="$(sha256sum "$work/avml" | cut -d' ' -f1)"
 [ "$actual" = "$FC_AVML_SHA256" ] || fail ToolChecksumMismatch "AVML SHA-256 is $actual, expected $FC_AVML_SHA256; not running it"
 chmod 700 "$work/avml"
+# CIS-hardened systems mount /dev/shm noexec. Then the binary moves to /run, if that is a tmpfs too (memory, not
+# disk); a disk-backed directory is never used.
+avml="$work/avml"
+# Exit status 126 is the shell's "found but cannot execute"; any other failure is AVML's own to report later.
+version_status=0
+"$avml" --version >/dev/null 2>&1 || version_status=$?
+if [ "$version_status" -eq 126 ]; then
+  [ "$(stat -f -c %T /run 2>/dev/null)" = tmpfs ] ||
+    fail ToolNotExecutable "AVML cannot run from /dev/shm (mounted noexec?) and /run is not a tmpfs to run it from instead"
+  run_dir="$(mktemp -d /run/forensic-capture.XXXXXX)"
+  trap 'rm -rf "$work" "$run_dir"' EXIT
+  mv "$work/avml" "$run_dir/avml"
+  avml="$run_dir/avml"
+  "$avml" --version >/dev/null 2>&1 || fail ToolNotExecutable "AVML runs neither from /dev/shm nor from /run (both noexec?): $("$avml" --version 2>&1 | tail -c 200)"
+fi
 
 # Base64 MD5 of a file, for the Content-MD5 header: S3 verifies it on arrival even though the presigned URL
 # does not sign it (S3 refuses unsigned x-amz-checksum-* headers on presigned requests, and the SHA-256 is
@@ -97,9 +142,13 @@ upload_parts() {
     [ "$size" -gt 0 ] || break
     refresh_plan
     [ -n "${part_urls[n]:-}" ] || fail PlanExhausted "image is larger than the $((n - 1)) parts planned"
-    etag="$(curl --fail --silent --show-error --retry 5 --retry-all-errors --retry-delay 1 \
-      --header "Content-MD5: $(content_md5 "$work/part")" --upload-file "$work/part" --output /dev/null --write-out '%header{etag}' "${part_urls[n]}" 2>"$work/curl.err")" ||
+    # The ETag is read from the dumped headers rather than with --write-out '%header{etag}', which needs
+    # curl 7.84 or later (Amazon Linux 2 ships 7.79).
+    curl --fail --silent --show-error --retry 5 --retry-all-errors --retry-delay 1 \
+      --header "Content-MD5: $(content_md5 "$work/part")" --upload-file "$work/part" --output /dev/null \
+      --dump-header "$work/headers" "${part_urls[n]}" 2>"$work/curl.err" ||
       fail PartUploadFailed "part $n: $(tail -c 300 "$work/curl.err")"
+    etag="$(tr -d '\r' <"$work/headers" | sed -n 's/^[Ee][Tt][Aa][Gg]: *//p' | tail -n 1)"
     [ -n "$etag" ] || fail PartUploadFailed "part $n: S3 returned no ETag"
     echo "part $n $etag $size" >>"$work/parts"
     total=$((total + size))
@@ -110,18 +159,34 @@ upload_parts() {
   rm -f "$work/part"
 }
 
-mkfifo "$work/hash.fifo"
+mkfifo "$work/image.fifo" "$work/hash.fifo"
 sha256sum <"$work/hash.fifo" >"$work/sha256" &
 hasher=$!
-set +e
-# shellcheck disable=SC2086 # FC_AVML_ARGS is a list of words by design
-"$work/avml" $avml_args 2>"$work/avml.err" | tee "$work/hash.fifo" | upload_parts
-statuses=("${PIPESTATUS[@]}")
-set -e
+tee "$work/hash.fifo" <"$work/image.fifo" | upload_parts &
+uploader=$!
+avml_status=0
+"$avml" acquire --source "$source" "$work/image.fifo" 2>"$work/avml.err" || avml_status=$?
+# AVML may have died before opening its output, leaving the reader waiting to open the FIFO until the SSM
+# timeout. Opening it read-write never blocks: it gives a waiting reader a writer, and closing it gives the
+# reader end-of-file; this repeats until the upload has ended, since the reader may not have reached its open
+# yet. (After a normal end it only delays end-of-file by a moment.)
+while kill -0 "$uploader" 2>/dev/null; do
+  exec 4<>"$work/image.fifo"
+  sleep 0.2
+  exec 4<&-
+  sleep 0.3
+done
+upload_status=0
+wait "$uploader" || upload_status=$?
 wait "$hasher"
 # An upload failure has already said why (and makes AVML die of SIGPIPE), so it is checked first.
-[ "${statuses[2]}" -eq 0 ] || exit "${statuses[2]}"
-[ "${statuses[0]}" -eq 0 ] || fail AcquisitionFailed "AVML exited ${statuses[0]}: $(tail -c 500 "$work/avml.err")"
+[ "$upload_status" -eq 0 ] || exit "$upload_status"
+if [ "$avml_status" -ne 0 ]; then
+  case "$lockdown" in
+    *"[integrity]"*) fail KernelLockdown "AVML exited $avml_status reading $source under kernel lockdown ($lockdown): $(tail -c 400 "$work/avml.err")" ;;
+  esac
+  fail AcquisitionFailed "AVML exited $avml_status reading $source: $(tail -c 500 "$work/avml.err")"
+fi
 [ -s "$work/progress" ] || fail AcquisitionFailed "AVML wrote no data: $(tail -c 500 "$work/avml.err")"
 read -r parts bytes <"$work/progress"
 load_plan "$work/plan.current"

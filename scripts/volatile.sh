@@ -142,6 +142,9 @@ section shell-histories.txt shell_histories
 symbols="$work/symbols"
 mkdir -p "$symbols"
 uname -a >"$symbols/uname.txt"
+# The kernel banner, byte for byte as linux_banner in memory: Volatility identifies the kernel by it, and the
+# controller puts it in the symbols it builds for analysis.
+cat /proc/version >"$symbols/version"
 cp /etc/os-release "$symbols/os-release" 2>/dev/null
 cp "/boot/System.map-$(uname -r)" "$symbols/" 2>/dev/null
 cp /sys/kernel/btf/vmlinux "$symbols/btf-vmlinux" 2>/dev/null

@@ -6,6 +6,7 @@ pub mod crd;
 pub mod aws;
 pub mod planner;
 pub mod acquisition;
+pub mod lime;
 pub mod controller;
 pub mod custody;
 pub mod manifest;

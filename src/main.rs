@@ -39,12 +39,30 @@ enum Command {
         #[arg(long, env = "FC_S3_FORCE_PATH_STYLE", default_value_t = false)]
         s3_force_path_style: bool,
     },
+    /// Build Volatility 3 symbols (an ISF) from a capture's symbols.tar.gz, offline, as the controller does at
+    /// capture time: for captures whose symbols were not built then, or to rebuild them for review. Prints
+    /// what came from where (address source, inferred symbol types, placeholders).
+    Symbols {
+        /// The capture's symbols.tar.gz (downloaded from the evidence bucket).
+        archive: std::path::PathBuf,
+        /// Where to write the ISF; Volatility finds it in a `linux/` directory given with `vol -s`.
+        #[arg(short, long, default_value = "volatility-symbols.json.xz")]
+        output: std::path::PathBuf,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Crd => print!("{}", forensic_capture::crd::yaml()),
+        Command::Symbols { archive, output } => {
+            let bytes = std::fs::read(&archive).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", archive.display()))?;
+            let inputs = kernel_isf::inputs_from_archive(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", archive.display()))?;
+            let isf = kernel_isf::build(&inputs).map_err(|e| anyhow::anyhow!("{}: {e}", archive.display()))?;
+            std::fs::write(&output, isf.to_json_xz()).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", output.display()))?;
+            println!("{}", serde_json::to_string_pretty(&isf.summary).expect("summary serializes"));
+            eprintln!("wrote {}", output.display());
+        }
         Command::Verify { target, require_signature, s3_force_path_style } => {
             let (manifest, mut expect) = verify_target(&target).await?;
             expect.require_signature |= require_signature;

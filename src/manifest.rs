@@ -123,6 +123,7 @@ mod tests {
             source_volume_id: Some("vol-1".into()),
             lock: None,
             key_id: None,
+            image: None,
         });
         capture.status = Some(status.clone());
         let manifest = build(&capture, &status, "0.1.0", &[("forensic-capture.dev/capture-uid".into(), "u-1".into())]);

@@ -97,6 +97,7 @@ pub enum Action {
 pub mod reasons {
     pub const INSTANCE_NOT_RUNNING: &str = "InstanceNotRunning";
     pub const NOT_SSM_MANAGED: &str = "NotSsmManaged";
+    pub const UNSUPPORTED_PLATFORM: &str = "UnsupportedPlatform";
     pub const HELD_AFTER_ACQUISITION_FAILURE: &str = "HeldAfterAcquisitionFailure";
     pub const CAPTURE_DELETED: &str = "CaptureDeleted";
 }
@@ -130,6 +131,18 @@ pub fn next_action(spec: &ForensicCaptureSpec, status: &ForensicCaptureStatus, s
     let started = first.record(status).is_some();
     match first {
         Step::Volatile | Step::Memory if !started => {
+            // The on-instance scripts are bash; a Windows instance must never be sent them.
+            if let Some(platform) = target.platform.as_deref().filter(|p| p.to_ascii_lowercase().contains("windows")) {
+                return Action::Skip {
+                    step: first,
+                    reason: reasons::UNSUPPORTED_PLATFORM,
+                    message: format!(
+                        "instance {} runs {platform}: {} acquisition exists for Linux only, so no command was sent",
+                        target.instance_id,
+                        first.name()
+                    ),
+                };
+            }
             let running = target.state.as_deref() == Some("running");
             if !running {
                 return Action::Skip {

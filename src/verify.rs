@@ -144,7 +144,7 @@ async fn check_signature(readers: &Readers<'_>, bucket: &str, key: &str, manifes
 async fn check_object(store: &crate::aws::s3::SdkEvidenceStore, bucket: &str, key: &str, artifact: &serde_json::Value) -> (bool, String) {
     let expected_sha = artifact["sha256"].as_str().unwrap_or_default();
     let expected_size = artifact["sizeBytes"].as_i64();
-    match store.object_sha256(bucket, key).await {
+    match store.object_sha256(bucket, key, |_| {}).await {
         Ok((sha, size)) if sha == expected_sha && Some(size) == expected_size => (true, format!("sha256 {sha}, {size} bytes")),
         Ok((sha, size)) => (
             false,

@@ -3,11 +3,11 @@
 
 mod support;
 
-use std::{collections::BTreeSet, io::Read};
+use std::collections::BTreeSet;
 
 use forensic_capture::api::{ArtifactType, ForensicCapture, Phase};
 use sha2::{Digest, Sha256};
-use support::fixtures::{CaptureEnv, capture_yaml, download, set_instance_memory};
+use support::fixtures::{CaptureEnv, capture_yaml, download, set_instance_memory, tar_entries};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -110,7 +110,37 @@ async fn capture_of_a_two_volume_instance_reaches_isolated_with_every_artifact()
     }
     let symbols = status.artifacts.iter().find(|a| a.kind == ArtifactType::KernelSymbols).expect("symbols artifact");
     let symbol_entries: Vec<String> = tar_entries(&download(&s3, &symbols.uri).await).into_iter().map(|(p, _)| p).collect();
-    assert!(symbol_entries.contains(&"symbols/uname.txt".to_string()), "{symbol_entries:?}");
+    for file in ["symbols/uname.txt", "symbols/version", "symbols/btf-vmlinux", "symbols/kallsyms"] {
+        assert!(symbol_entries.contains(&file.to_string()), "{file} missing from {symbol_entries:?}");
+    }
+
+    // The quality gate's measurements: the stand-in's 3 ranges, its banner, no zero pages.
+    let quality = memory.image.as_ref().expect("image quality recorded");
+    assert_eq!(quality.ranges, 3);
+    assert_eq!(quality.captured_bytes, image_size - 3 * 32, "every byte but the three LiME headers");
+    assert_eq!(quality.memory_bytes, Some(target.memory_mib.unwrap() as u64 * MIB));
+    assert!(quality.kernel_banner.as_deref().is_some_and(|b| b.starts_with("Linux version 6.1.0-fake")), "{quality:?}");
+    assert!(quality.zero_page_percent < 1.0, "{quality:?}");
+
+    // Volatility symbols, built by the controller from the archive: here the sandbox host's kernel, whose
+    // kallsyms lists data symbols only when it is built with CONFIG_KALLSYMS_ALL. Without them no usable ISF
+    // can be made, and the capture says so in a Warning event instead (tests/real_kernel.rs has the real one).
+    let host_lists_globals = std::fs::read_to_string("/proc/kallsyms").is_ok_and(|k| k.lines().any(|l| l.ends_with(" init_task")));
+    let isf = status.artifacts.iter().find(|a| a.kind == ArtifactType::VolatilitySymbols);
+    if host_lists_globals {
+        let isf = isf.expect("Volatility symbols artifact");
+        assert_eq!(isf.uri, format!("s3://{}/evidence/INC-4711/{}/{uid}/volatility-symbols.json.xz", env.bucket, instance.instance_id));
+        let isf_bytes = download(&s3, &isf.uri).await;
+        assert_eq!(isf.sha256.as_deref(), Some(hex::encode(Sha256::digest(&isf_bytes)).as_str()));
+        assert_eq!(&isf_bytes[..6], b"\xfd7zXZ\0", "xz-compressed");
+    } else {
+        assert!(isf.is_none(), "{isf:?}");
+        let events: kube::Api<k8s_openapi::api::events::v1::Event> = kube::Api::namespaced(env.kube.clone(), &env.namespace);
+        let warning = events.list(&Default::default()).await.unwrap().items.into_iter().find(|e| e.reason.as_deref() == Some("VolatilitySymbolsNotBuilt"));
+        let note = warning.and_then(|e| e.note).expect("a VolatilitySymbolsNotBuilt warning");
+        assert!(note.contains(&instance.instance_id) && note.contains("init_task") && note.contains("symbols.tar.gz"), "{note}");
+    }
+    let expected_artifacts = if host_lists_globals { 7 } else { 6 };
 
     // Disk: two snapshots carrying the capture UID tag, both listed as artifacts.
     let snapshots = ec2
@@ -138,7 +168,7 @@ async fn capture_of_a_two_volume_instance_reaches_isolated_with_every_artifact()
     assert_eq!(ingress, vec!["203.0.113.7/32"]);
 
     // Status lists every artifact, the manifest among them; the manifest records the same.
-    assert_eq!(status.artifacts.len(), 6, "{:#?}", status.artifacts);
+    assert_eq!(status.artifacts.len(), expected_artifacts, "{:#?}", status.artifacts);
     let manifest_artifact = status.artifacts.iter().find(|a| a.kind == ArtifactType::Manifest).expect("manifest artifact");
     assert_eq!(manifest_artifact.uri, format!("s3://{}/evidence/INC-4711/{}/{uid}/manifest.json", env.bucket, instance.instance_id));
     let manifest_bytes = download(&s3, &manifest_artifact.uri).await;
@@ -146,7 +176,7 @@ async fn capture_of_a_two_volume_instance_reaches_isolated_with_every_artifact()
     let manifest: serde_json::Value = serde_json::from_slice(&manifest_bytes).unwrap();
     assert_eq!(manifest["capture"]["uid"], uid.as_str());
     assert_eq!(manifest["caseId"], "INC-4711");
-    assert_eq!(manifest["artifacts"].as_array().unwrap().len(), 5, "every artifact but the manifest itself");
+    assert_eq!(manifest["artifacts"].as_array().unwrap().len(), expected_artifacts - 1, "every artifact but the manifest itself");
     assert_eq!(manifest["artifacts"][0]["sha256"].as_str(), status.artifacts[0].sha256.as_deref());
     assert_eq!(manifest["timeline"].as_array().unwrap().len(), 4);
     assert!(manifest["requestedBy"]["fieldManagers"].as_array().is_some_and(|m| !m.is_empty()));
@@ -194,38 +224,6 @@ async fn capture_of_a_two_volume_instance_reaches_isolated_with_every_artifact()
             }
         }
     }
-}
-
-/// (path, contents) of each regular file in a .tar.gz.
-fn tar_entries(archive: &[u8]) -> Vec<(String, Vec<u8>)> {
-    let dir = tempdir();
-    let file = dir.join("a.tar.gz");
-    std::fs::write(&file, archive).unwrap();
-    let out = dir.join("x");
-    std::fs::create_dir_all(&out).unwrap();
-    let ok = std::process::Command::new("tar").arg("-xzf").arg(&file).arg("-C").arg(&out).status().unwrap().success();
-    assert!(ok, "archive extracts");
-    let mut entries = Vec::new();
-    let mut pending = vec![out.clone()];
-    while let Some(d) = pending.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            if e.file_type().unwrap().is_dir() {
-                pending.push(e.path());
-            } else {
-                let mut body = Vec::new();
-                std::fs::File::open(e.path()).unwrap().read_to_end(&mut body).unwrap();
-                entries.push((e.path().strip_prefix(&out).unwrap().display().to_string(), body));
-            }
-        }
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    entries
-}
-
-fn tempdir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(support::unique("fc-test"));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[tokio::test]

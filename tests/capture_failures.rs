@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use forensic_capture::api::{ForensicCapture, Phase, StepState};
-use support::fixtures::{CaptureEnv, capture_yaml, set_instance_memory};
+use support::fixtures::{CaptureEnv, capture_yaml, set_instance_memory, set_instance_memory_with};
 
 fn condition(capture: &ForensicCapture, type_: &str) -> (String, String, String) {
     let c = capture.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == type_).unwrap();
@@ -185,4 +185,106 @@ async fn second_capture_of_an_instance_waits_for_the_first() {
     let first_done = first.status.unwrap().completed_at.unwrap().0;
     let second_started = second.status.as_ref().unwrap().steps.volatile.as_ref().unwrap().started_at.clone().unwrap().0;
     assert!(second_started >= first_done, "the second capture acted only after the first ended");
+}
+
+/// The quality gate, on images the instance hashed and uploaded intact but that hold nothing analysable. Each is
+/// refused with its reason, kept as evidence (listed, with what the gate measured), and the capture goes on to
+/// disk and isolation under the default policy.
+#[tokio::test]
+async fn zeroed_truncated_and_bannerless_images_are_refused_by_the_quality_gate() {
+    let stack = support::stack();
+    let env = CaptureEnv::new("gate").await;
+    let ec2 = stack.ec2().await;
+    let mib = 1024 * 1024;
+    let cases = [
+        ("zeroed", "FAKE_AVML_DATA=zeros\n", "ImageMostlyZero", "all zeros"),
+        ("truncated", "FAKE_AVML_TRUNCATE_BYTES=1000\n", "ImageTruncated", "with 1000 of its bytes missing"),
+        ("bannerless", "FAKE_AVML_BANNER=\n", "KernelBannerMissing", "no kernel banner"),
+    ];
+    let mut instances = Vec::new();
+    for (name, extra, _, _) in cases {
+        let instance = support::run_instance(&ec2, 0, &[]).await.instance_id;
+        set_instance_memory_with(&instance, 9 * mib, extra);
+        env.apply(&capture_yaml(name, &instance, "")).await;
+        instances.push(instance);
+    }
+    let _controller = env.start_controller("gate");
+    for ((name, _, reason, detail), instance) in cases.into_iter().zip(&instances) {
+        let capture = env.wait_completed(name).await;
+        let (state, got, message) = step(&capture, "memory");
+        assert_eq!((state, got.as_str()), (StepState::Failed, reason), "{name}: {message}");
+        assert!(message.contains(instance.as_str()) && message.contains("quality gate") && message.contains(detail), "{name}: {message}");
+        let status = capture.status.as_ref().unwrap();
+        let memory = status.artifacts.iter().find(|a| a.name == "memory").unwrap_or_else(|| panic!("{name}: the refused image is still listed"));
+        assert!(memory.sha256.is_some(), "{name}");
+        if name == "zeroed" {
+            assert_eq!(memory.image.as_ref().map(|q| q.zero_page_percent), Some(100.0), "{name}");
+        }
+        let (_, failed_reason, _) = condition(&capture, "Failed");
+        assert_eq!(failed_reason, reason, "{name}");
+        assert_eq!(step(&capture, "disk").0, StepState::Succeeded, "{name}");
+        assert_eq!(step(&capture, "isolation").0, StepState::Succeeded, "{name}: onAcquisitionFailure defaults to Isolate");
+    }
+}
+
+/// The gate's coverage check against the instance's memory, with the default minimum (1%): a 6 MiB image of a
+/// 1 GiB instance is implausible.
+#[tokio::test]
+async fn an_image_far_smaller_than_the_instance_memory_is_refused_as_incomplete() {
+    let stack = support::stack();
+    let env = CaptureEnv::new("coverage").await;
+    let instance = support::run_instance(&stack.ec2().await, 0, &[]).await.instance_id;
+    set_instance_memory(&instance, 6 * 1024 * 1024);
+    let mut controller_env = env.controller_env();
+    controller_env.retain(|(k, _)| *k != "FC_MEMORY_MIN_COVERAGE_PERCENT");
+    let _controller = support::controller::ControllerProcess::start(&controller_env, &format!("{}-coverage", env.namespace));
+    env.apply(&capture_yaml("coverage", &instance, "")).await;
+    let capture = env.wait_completed("coverage").await;
+    let (state, reason, message) = step(&capture, "memory");
+    assert_eq!((state, reason.as_str()), (StepState::Failed, "ImageIncomplete"), "{message}");
+    assert!(message.contains("0.6%") && message.contains("the minimum is 1%"), "{message}");
+}
+
+/// A Windows instance is never sent the Linux shell scripts: volatile and memory are skipped before any command,
+/// and disk and isolation follow the policy.
+#[tokio::test]
+async fn windows_instances_get_no_shell_script_and_are_still_snapshotted_and_isolated() {
+    let stack = support::stack();
+    let env = CaptureEnv::new("windows").await;
+    let ec2 = stack.ec2().await;
+    let instance = support::run_instance(&ec2, 0, &[]).await;
+    let windows_image = ec2
+        .describe_images()
+        .owners("amazon")
+        .send()
+        .await
+        .unwrap()
+        .images()
+        .iter()
+        .find(|i| i.platform().is_some_and(|p| p.as_str().eq_ignore_ascii_case("windows")))
+        .and_then(|i| i.image_id().map(str::to_string))
+        .expect("a Windows AMI in moto");
+    let run = ec2
+        .run_instances()
+        .image_id(windows_image)
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+        .min_count(1)
+        .max_count(1)
+        .subnet_id(&instance.subnet_id)
+        .send()
+        .await
+        .unwrap();
+    let windows = run.instances()[0].instance_id().unwrap().to_string();
+    let _controller = env.start_controller("windows");
+    env.apply(&capture_yaml("windows", &windows, "")).await;
+    let capture = env.wait_completed("windows").await;
+    for name in ["volatile", "memory"] {
+        let (state, reason, message) = step(&capture, name);
+        assert_eq!((state, reason.as_str()), (StepState::Skipped, "UnsupportedPlatform"), "{name}: {message}");
+        assert!(message.contains(&windows) && message.contains("Windows"), "{message}");
+    }
+    assert_eq!(step(&capture, "disk").0, StepState::Succeeded);
+    assert_eq!(step(&capture, "isolation").0, StepState::Succeeded);
+    let commands = stack.ssm().await.list_commands().instance_id(&windows).send().await.unwrap();
+    assert!(commands.commands().is_empty(), "no SSM command was sent: {:?}", commands.commands());
 }

@@ -350,6 +350,31 @@ pub struct Artifact {
     /// For signatures: the KMS key (ARN) that signed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
+    /// For memory images: what the quality gate found while re-hashing the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageQuality>,
+}
+
+/// What a memory image holds, measured by the controller's quality gate as it re-hashes the uploaded image.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageQuality {
+    /// LiME ranges in the image.
+    pub ranges: u64,
+    /// Bytes of physical memory the image holds (headers excluded).
+    pub captured_bytes: u64,
+    /// Memory of the instance type, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// capturedBytes as a share of memoryBytes, in percent (one decimal). AVML leaves out 16 MiB blocks that are
+    /// all zeros, so this is below 100 on most instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage_percent: Option<f64>,
+    /// Share of the captured 4 KiB pages that are all zeros, in percent (one decimal).
+    pub zero_page_percent: f64,
+    /// The kernel banner found in the image ("Linux version ..."): the kernel to analyse it with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_banner: Option<String>,
 }
 
 impl Artifact {
@@ -367,6 +392,7 @@ impl Artifact {
             source_volume_id: None,
             lock: None,
             key_id: None,
+            image: None,
         }
     }
 }
@@ -402,6 +428,9 @@ pub enum ArtifactType {
     Manifest,
     /// KMS signature of the manifest.
     ManifestSignature,
+    /// Volatility 3 symbols (ISF, xz-compressed JSON) for exactly the captured kernel, built by the controller
+    /// from the kernel's own BTF, symbol addresses and banner.
+    VolatilitySymbols,
 }
 
 /// Progress of every step.

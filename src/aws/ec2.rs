@@ -359,7 +359,12 @@ impl Ec2Api for SdkEc2 {
             availability_zone: instance.placement().and_then(|p| p.availability_zone()).map(str::to_string),
             vpc_id: instance.vpc_id().map(str::to_string),
             architecture: instance.architecture().map(|a| a.as_str().to_string()),
-            platform: instance.platform_details().unwrap_or("Linux/UNIX").to_string(),
+            // `Platform` is set (to "windows") only for Windows instances and is the authoritative flag;
+            // `PlatformDetails` names the rest ("Linux/UNIX", "Red Hat Enterprise Linux", ...).
+            platform: match instance.platform() {
+                Some(p) if p.as_str().eq_ignore_ascii_case("windows") => instance.platform_details().filter(|d| d.contains("Windows")).unwrap_or("Windows").to_string(),
+                _ => instance.platform_details().unwrap_or("Linux/UNIX").to_string(),
+            },
             instance_type: instance.instance_type().map(|t| t.as_str().to_string()),
             interfaces: instance
                 .network_interfaces()

@@ -46,8 +46,9 @@ pub trait EvidenceStore: Send + Sync {
     fn protect_object(&self, bucket: &str, key: &str, protection: &ObjectProtection) -> impl Future<Output = Result<(), AwsError>> + Send;
     fn get_object(&self, bucket: &str, key: &str) -> impl Future<Output = Result<Vec<u8>, AwsError>> + Send;
     fn object_size(&self, bucket: &str, key: &str) -> impl Future<Output = Result<Option<i64>, AwsError>> + Send;
-    /// Streams the object through SHA-256; returns (hex digest, size).
-    fn object_sha256(&self, bucket: &str, key: &str) -> impl Future<Output = Result<(String, i64), AwsError>> + Send;
+    /// Streams the object through SHA-256, showing every chunk to `observe` on the way (the memory image's
+    /// quality gate parses it in the same pass); returns (hex digest, size).
+    fn object_sha256(&self, bucket: &str, key: &str, observe: impl FnMut(&[u8]) + Send) -> impl Future<Output = Result<(String, i64), AwsError>> + Send;
     fn find_multipart_upload(&self, bucket: &str, key: &str) -> impl Future<Output = Result<Option<String>, AwsError>> + Send;
     fn create_multipart_upload(&self, bucket: &str, key: &str) -> impl Future<Output = Result<String, AwsError>> + Send;
     fn complete_multipart_upload(&self, bucket: &str, key: &str, upload_id: &str, parts: &[ReportedPart]) -> impl Future<Output = Result<(), AwsError>> + Send;
@@ -232,7 +233,7 @@ impl EvidenceStore for SdkEvidenceStore {
         }
     }
 
-    async fn object_sha256(&self, bucket: &str, key: &str) -> Result<(String, i64), AwsError> {
+    async fn object_sha256(&self, bucket: &str, key: &str, mut observe: impl FnMut(&[u8]) + Send) -> Result<(String, i64), AwsError> {
         let object = self.s3.get_object().bucket(bucket).key(key).send().await.map_err(|e| AwsError::from_sdk("s3:GetObject", e))?;
         let mut body = object.body;
         let mut hasher = Sha256::new();
@@ -240,6 +241,7 @@ impl EvidenceStore for SdkEvidenceStore {
         while let Some(chunk) = body.try_next().await.map_err(|e| AwsError::local("s3:GetObject", "Transport", e.to_string()))? {
             size += chunk.len() as i64;
             hasher.update(&chunk);
+            observe(&chunk);
         }
         Ok((hex::encode(hasher.finalize()), size))
     }

@@ -32,9 +32,16 @@ pub struct Config {
     #[arg(long, env = "FC_AVML_ARM64_SHA256")]
     pub avml_arm64_sha256: Option<String>,
 
-    /// Arguments that make AVML write the LiME image to stdout.
-    #[arg(long, env = "FC_AVML_ARGS", default_value = "acquire /dev/stdout")]
-    pub avml_args: String,
+    /// Memory source AVML reads on the instance: /proc/kcore, /dev/crash or /dev/mem. Unset: the first one
+    /// that can be read, in that order (one source only, since the image is streamed and cannot be rewound).
+    #[arg(long, env = "FC_AVML_SOURCE", value_parser = ["/proc/kcore", "/dev/crash", "/dev/mem"])]
+    pub avml_source: Option<String>,
+
+    /// Image quality gate: the least share (percent) of the instance's memory a memory image must hold. AVML
+    /// leaves out 16 MiB blocks that are all zeros, so a healthy image of a large, idle instance can be small;
+    /// an image below this share is refused (ImageIncomplete). 0 turns the check off.
+    #[arg(long, env = "FC_MEMORY_MIN_COVERAGE_PERCENT", default_value_t = 1.0, value_parser = parse_percent)]
+    pub memory_min_coverage_percent: f64,
 
     /// IAM role assumed (with a session policy naming exactly the objects of one step) to sign the presigned
     /// URLs sent to instances, so the controller's own key ID and session token never reach SSM command
@@ -96,6 +103,13 @@ impl Config {
             _ => return None,
         };
         Some((uri.clone()?, sha.clone()?.to_ascii_lowercase()))
+    }
+}
+
+fn parse_percent(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("{value:?} is not a percentage from 0 to 100")),
     }
 }
 

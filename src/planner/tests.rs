@@ -29,6 +29,10 @@ impl Fixture {
         });
         self
     }
+    fn platform(mut self, platform: &str) -> Self {
+        self.0.target.as_mut().expect("resolved first").platform = Some(platform.into());
+        self
+    }
     fn step(mut self, step: Step, state: StepState, reason: Option<&str>) -> Self {
         *step.record_mut(&mut self.0) =
             Some(StepRecord { state, reason: reason.map(String::from), message: reason.map(|r| format!("because {r}")), ..Default::default() });
@@ -269,4 +273,26 @@ fn waiting_for_the_lock_shows_in_ready() {
     let ready = conditions.iter().find(|c| c.type_ == READY).unwrap();
     assert_eq!((ready.status, ready.reason.as_str(), ready.message.as_str()), (false, "WaitingForInstanceLock", "held by ns/other"));
     assert_eq!(phase, Phase::Pending);
+}
+
+#[test]
+fn windows_instances_are_sent_no_script_and_isolation_follows_the_policy() {
+    let status = Fixture::new().resolved("running", true).platform("Windows");
+    assert_eq!(skip_reason(&next_action(&full(), &status.0, &locked())), Some((Step::Volatile, "UnsupportedPlatform")));
+    let status = status.step(Step::Volatile, StepState::Skipped, Some("UnsupportedPlatform"));
+    assert_eq!(skip_reason(&next_action(&full(), &status.0, &locked())), Some((Step::Memory, "UnsupportedPlatform")));
+    let status = status.step(Step::Memory, StepState::Skipped, Some("UnsupportedPlatform"));
+    assert_eq!(next_action(&full(), &status.0, &locked()), run(Step::Disk));
+    let status = status.done(Step::Disk);
+    assert_eq!(next_action(&full(), &status.0, &locked()), run(Step::Isolation));
+    let hold = spec("caseId: INC-1\ntarget: {instanceId: i-0123456789abcdef0}\nisolation: {onAcquisitionFailure: Hold}\n");
+    assert_eq!(skip_reason(&next_action(&hold, &status.0, &locked())), Some((Step::Isolation, "HeldAfterAcquisitionFailure")));
+}
+
+#[test]
+fn linux_platforms_are_acquired() {
+    for platform in ["Linux/UNIX", "Red Hat Enterprise Linux", "SUSE Linux"] {
+        let status = Fixture::new().resolved("running", true).platform(platform);
+        assert_eq!(next_action(&full(), &status.0, &locked()), run(Step::Volatile), "{platform}");
+    }
 }

@@ -64,9 +64,14 @@ pub async fn download(s3: &aws_sdk_s3::Client, uri: &str) -> Vec<u8> {
 
 /// Sets the simulated instance's memory image size (read by fake-avml through the agent environment).
 pub fn set_instance_memory(instance_id: &str, bytes: u64) {
+    set_instance_memory_with(instance_id, bytes, "");
+}
+
+/// Like set_instance_memory, with more fake-avml settings (`NAME=value` lines), such as a broken image.
+pub fn set_instance_memory_with(instance_id: &str, bytes: u64, extra: &str) {
     let dir = stack().ssm_state_dir().join("instances").join(instance_id);
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("agent.env"), format!("FAKE_AVML_SIZE_BYTES={bytes}\nFAKE_AVML_RANGES=3\n")).unwrap();
+    std::fs::write(dir.join("agent.env"), format!("FAKE_AVML_SIZE_BYTES={bytes}\nFAKE_AVML_RANGES=3\n{extra}")).unwrap();
 }
 
 /// Everything one capture test needs, isolated from other tests by its namespace.
@@ -100,6 +105,9 @@ impl CaptureEnv {
             ("FC_LOCK_NAMESPACE", self.namespace.clone()),
             ("FC_WATCH_NAMESPACE", self.namespace.clone()),
             ("FC_COMMAND_DELIVERY_TIMEOUT_SECONDS", "30".into()),
+            // The stand-in's images are a few MiB for a 1 GiB instance type; the gate's coverage check has its
+            // own tests.
+            ("FC_MEMORY_MIN_COVERAGE_PERCENT", "0.1".into()),
         ]
     }
 
@@ -157,4 +165,36 @@ impl CaptureEnv {
 
 pub fn capture_yaml(name: &str, instance_id: &str, extra: &str) -> String {
     format!("apiVersion: forensic-capture.dev/v1alpha1\nkind: ForensicCapture\nmetadata:\n  name: {name}\nspec:\n  caseId: INC-4711\n  target:\n    instanceId: {instance_id}\n{extra}")
+}
+
+/// (path, contents) of each regular file in a .tar.gz.
+pub fn tar_entries(archive: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let dir = tempdir();
+    let file = dir.join("a.tar.gz");
+    std::fs::write(&file, archive).unwrap();
+    let out = dir.join("x");
+    std::fs::create_dir_all(&out).unwrap();
+    let ok = std::process::Command::new("tar").arg("-xzf").arg(&file).arg("-C").arg(&out).status().unwrap().success();
+    assert!(ok, "archive extracts");
+    let mut entries = Vec::new();
+    let mut pending = vec![out.clone()];
+    while let Some(d) = pending.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                pending.push(e.path());
+            } else {
+                let mut body = Vec::new();
+                std::io::Read::read_to_end(&mut std::fs::File::open(e.path()).unwrap(), &mut body).unwrap();
+                entries.push((e.path().strip_prefix(&out).unwrap().display().to_string(), body));
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    entries
+}
+
+pub fn tempdir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(unique("fc-test"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }

@@ -3,7 +3,8 @@
 //!
 //! The bwrap sandbox stands in for the instance: the host root is read-only, and the instance's own writable
 //! "disk" areas (/tmp, /var/tmp) live under `<state>/instances/<id>/disk`, so a test can tell whether a script
-//! wrote to disk. /dev/shm is a fresh tmpfs (memory, not disk). The agent directory holds only the script
+//! wrote to disk. /dev/shm is a fresh tmpfs (memory, not disk), and /dev/crash (zeros) is the memory source
+//! the stand-in AVML opens. The agent directory holds only the script
 //! and captured output, as on a real instance.
 
 use std::{
@@ -66,6 +67,9 @@ pub async fn run(sandbox: Sandbox, inv: Invocation<'_>, mut cancel: watch::Recei
             let workdir = inv.working_directory.unwrap_or(&inside).to_string();
             let mut c = Command::new("bwrap");
             c.args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"])
+                // A memory source for the stand-in AVML to open (this host's kernel has no /proc/kcore and
+                // the sandbox's /dev has no /dev/mem): a /dev/crash that reads zeros.
+                .args(["--dev-bind", "/dev/zero", "/dev/crash"])
                 .arg("--bind").arg(disk.join("tmp")).arg("/tmp")
                 .arg("--bind").arg(disk.join("var-tmp")).arg("/var/tmp")
                 .arg("--bind").arg(instance_dir.join("agent")).arg(AGENT_ROOT_INSIDE)

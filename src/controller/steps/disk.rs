@@ -62,5 +62,6 @@ fn artifact(sc: &StepContext<'_>, snapshot: &SnapshotInfo) -> Artifact {
         source_volume_id: Some(snapshot.volume_id.clone()),
         lock: None,
         key_id: None,
+        image: None,
     }
 }

@@ -54,7 +54,7 @@ pub async fn write(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus) -> 
 }
 
 /// Lists the object, then applies the configured Object Lock and records it; a refused lock is a warning.
-async fn record_and_lock(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, mut artifact: Artifact, bucket: &str, key: &str) -> Result<(), StepError> {
+pub(super) async fn record_and_lock(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, mut artifact: Artifact, bucket: &str, key: &str) -> Result<(), StepError> {
     upsert_artifact(status, artifact.clone());
     match super::protect::object(sc, bucket, key).await {
         Ok(lock) => {
@@ -62,14 +62,14 @@ async fn record_and_lock(sc: &StepContext<'_>, status: &mut ForensicCaptureStatu
             upsert_artifact(status, artifact);
         }
         Err(StepError::Retry(m)) => return Err(StepError::Retry(m)),
-        Err(e) => warn(sc, "ObjectLockFailed", e.to_string()).await,
+        Err(e) => warn(sc, "Seal", "ObjectLockFailed", e.to_string()).await,
     }
     Ok(())
 }
 
 /// Writes `body` unless the key already holds an object (a manifest written before a restart); returns the
 /// bytes actually stored, which are what the record must describe.
-async fn store_once(sc: &StepContext<'_>, bucket: &str, key: &str, body: Vec<u8>, content_type: &str) -> Result<Vec<u8>, AwsError> {
+pub(super) async fn store_once(sc: &StepContext<'_>, bucket: &str, key: &str, body: Vec<u8>, content_type: &str) -> Result<Vec<u8>, AwsError> {
     match sc.aws.store.put_object_once(bucket, key, body.clone(), content_type).await? {
         Written::Created => Ok(body),
         Written::AlreadyExists => sc.aws.store.get_object(bucket, key).await,
@@ -101,22 +101,22 @@ async fn sign(sc: &StepContext<'_>, key_id: &str, manifest_uri: &str, manifest_s
     })
 }
 
-fn stored_artifact(name: &str, kind: ArtifactType, uri: &str, body: &[u8]) -> Artifact {
+pub(super) fn stored_artifact(name: &str, kind: ArtifactType, uri: &str, body: &[u8]) -> Artifact {
     Artifact::s3_object(name, kind, uri.into(), hex::encode(Sha256::digest(body)), body.len() as i64)
 }
 
 /// Retryable errors are retried; anything else is reported and the capture completes without this piece.
-async fn give_up(sc: &StepContext<'_>, error: AwsError, reason: &str, uri: &str) -> Result<(), StepError> {
+pub(super) async fn give_up(sc: &StepContext<'_>, error: AwsError, reason: &str, uri: &str) -> Result<(), StepError> {
     let message = format!("{uri} for instance {}: {error}", sc.instance_id());
     if error.class() == ErrorClass::Retryable {
         return Err(StepError::Retry(message));
     }
-    warn(sc, reason, message).await;
+    warn(sc, "Seal", reason, message).await;
     Ok(())
 }
 
-async fn warn(sc: &StepContext<'_>, reason: &str, message: String) {
-    tracing::warn!(instance = %sc.instance_id(), %reason, %message, "capture sealed incompletely");
-    let event = Event { type_: EventType::Warning, reason: reason.into(), note: Some(message), action: "Seal".into(), secondary: None };
+pub(super) async fn warn(sc: &StepContext<'_>, action: &str, reason: &str, message: String) {
+    tracing::warn!(instance = %sc.instance_id(), %reason, %message, "capture recorded without one of its derived objects");
+    let event = Event { type_: EventType::Warning, reason: reason.into(), note: Some(message), action: action.into(), secondary: None };
     status::publish_events(sc.ctx, sc.capture, vec![event]).await;
 }

@@ -9,6 +9,7 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use super::{POLL, Progress, StepContext, StepError, Writer, command, upsert_artifact};
 use crate::{
     acquisition::{self, plan_parts},
+    lime,
     api::{Artifact, ArtifactType, ForensicCaptureStatus, StepState},
     aws::s3::{EvidenceStore, Presign},
     controller::config::parse_s3_uri,
@@ -16,6 +17,7 @@ use crate::{
 };
 
 const STEP: Step = Step::Memory;
+const MIB: u64 = 1024 * 1024;
 /// Presigned URLs live at most this long: the assumed signing session cannot outlive one hour when chained
 /// from IRSA or Pod Identity credentials.
 const MAX_URL_TTL: Duration = Duration::from_secs(3600);
@@ -36,6 +38,12 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
     }
     let instance_id = sc.instance_id().to_string();
     let architecture = sc.target.architecture.clone().unwrap_or_default();
+    if !matches!(architecture.as_str(), "x86_64" | "arm64") {
+        return Err(StepError::failed(
+            "UnsupportedArchitecture",
+            format!("instance {instance_id} is {architecture:?}: AVML acquires memory on x86_64 and arm64 only"),
+        ));
+    }
     let (avml_uri, avml_sha256) = sc.ctx.config.avml_for(&architecture).ok_or_else(|| {
         StepError::failed(
             "AvmlNotConfigured",
@@ -84,7 +92,7 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
     let sent_now = std::sync::atomic::AtomicBool::new(false);
     let prepare = || {
         sent_now.store(true, std::sync::atomic::Ordering::Relaxed);
-        prepare_command(sc, &upload, (&avml_bucket, &avml_key, &avml_sha256))
+        prepare_command(sc, &upload, &architecture, (&avml_bucket, &avml_key, &avml_sha256))
     };
     let command_id = command::ensure(sc, STEP, status, writer, execution_timeout(memory_mib), prepare).await?;
     let record = super::record(STEP, status);
@@ -105,14 +113,26 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
     let bytes: i64 = reported.get("bytes").and_then(|b| b.parse().ok()).unwrap_or(-1);
     let part_count: i32 = reported.get("parts").and_then(|p| p.parse().ok()).unwrap_or(-1);
     complete_upload(sc, &bucket, &key, &parts_key, &upload_id, bytes, part_count).await?;
-    check_image_hash(sc, &bucket, &key, &sha256).await?;
+    let parsed = check_image(sc, &bucket, &key, &sha256).await?;
+    let (quality, refusal) = match &parsed {
+        Ok(layout) => {
+            let (quality, refusal) = lime::assess(layout, Some(memory_mib * MIB), sc.ctx.config.memory_min_coverage_percent);
+            (Some(quality), refusal)
+        }
+        Err(defect) => (None, Some(lime::Refusal { reason: defect.reason(), message: defect.to_string() })),
+    };
+    // The image is evidence whatever the gate says: it is recorded (and locked) before a refusal fails the step.
     let mut artifact = Artifact {
         started_at: super::record(STEP, status).started_at.clone(),
+        image: quality,
         ..Artifact::s3_object("memory", ArtifactType::MemoryImage, format!("s3://{bucket}/{key}"), sha256, bytes)
     };
     upsert_artifact(status, artifact.clone());
     artifact.lock = super::protect::object(sc, &bucket, &key).await?;
     upsert_artifact(status, artifact);
+    if let Some(refusal) = refusal {
+        return Err(StepError::failed(refusal.reason, format!("s3://{bucket}/{key} from instance {instance_id} failed the image quality gate: {}", refusal.message)));
+    }
     super::end(STEP, status, StepState::Succeeded, None, None);
     Ok(Progress::Continue)
 }
@@ -174,7 +194,12 @@ async fn write_plan(sc: &StepContext<'_>, upload: &Upload<'_>, generation: i32, 
 }
 
 /// Writes plan 1 (with the AVML download and its own URL presigned alongside); returns the command lines.
-async fn prepare_command(sc: &StepContext<'_>, upload: &Upload<'_>, (avml_bucket, avml_key, avml_sha256): (&str, &str, &str)) -> Result<Vec<String>, StepError> {
+async fn prepare_command(
+    sc: &StepContext<'_>,
+    upload: &Upload<'_>,
+    architecture: &str,
+    (avml_bucket, avml_key, avml_sha256): (&str, &str, &str),
+) -> Result<Vec<String>, StepError> {
     let leading = vec![
         Presign::Get { bucket: avml_bucket.into(), key: avml_key.into() },
         Presign::Get { bucket: upload.bucket.into(), key: plan_key(sc, upload.prefix, 1) },
@@ -185,7 +210,8 @@ async fn prepare_command(sc: &StepContext<'_>, upload: &Upload<'_>, (avml_bucket
         &[
             ("FC_AVML_URL", &urls[0]),
             ("FC_AVML_SHA256", avml_sha256),
-            ("FC_AVML_ARGS", &sc.ctx.config.avml_args),
+            ("FC_ARCH", architecture),
+            ("FC_AVML_SOURCE", sc.ctx.config.avml_source.as_deref().unwrap_or_default()),
             ("FC_PLAN_URL", &urls[1]),
         ],
     )
@@ -253,17 +279,20 @@ async fn complete_upload(
 
 /// The controller's own end-to-end check: the completed object is streamed back and hashed, and must equal the
 /// SHA-256 the instance computed over the stream AVML produced. (Per part, S3 has already checked each part's
-/// Content-MD5 and ETag; this covers the whole image, including part order.)
-async fn check_image_hash(sc: &StepContext<'_>, bucket: &str, key: &str, reported_sha256: &str) -> Result<(), StepError> {
+/// Content-MD5 and ETag; this covers the whole image, including part order.) The same pass parses the LiME
+/// records for the quality gate.
+async fn check_image(sc: &StepContext<'_>, bucket: &str, key: &str, reported_sha256: &str) -> Result<Result<lime::ImageLayout, lime::ImageDefect>, StepError> {
     let instance_id = sc.instance_id();
-    let (actual, size) = sc.aws.store.object_sha256(bucket, key).await.map_err(|e| StepError::aws(e, instance_id, "UploadIncomplete"))?;
+    let mut inspector = lime::Inspector::new();
+    let (actual, size) =
+        sc.aws.store.object_sha256(bucket, key, |chunk| inspector.feed(chunk)).await.map_err(|e| StepError::aws(e, instance_id, "UploadIncomplete"))?;
     if actual != reported_sha256 {
         return Err(StepError::failed(
             "ArtifactChecksumMismatch",
             format!("s3://{bucket}/{key} from instance {instance_id}: the instance streamed sha256 {reported_sha256}, S3 holds sha256 {actual} ({size} bytes)"),
         ));
     }
-    Ok(())
+    Ok(inspector.finish())
 }
 
 #[cfg(test)]

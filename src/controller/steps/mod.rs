@@ -9,6 +9,7 @@ pub mod manifest;
 pub mod memory;
 pub mod protect;
 pub mod resolve;
+pub mod symbols;
 pub mod volatile;
 
 use std::time::Duration;

@@ -49,6 +49,7 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
         artifact.lock = super::protect::object(sc, &bucket, key).await?;
         upsert_artifact(status, artifact);
     }
+    super::symbols::build(sc, status, &bucket, &prefix, &symbols_key).await?;
     super::end(STEP, status, StepState::Succeeded, None, None);
     Ok(Progress::Continue)
 }
@@ -67,7 +68,7 @@ async fn verified_artifact(
         StepError::failed("MissingResult", format!("instance {instance_id}: the volatile command reported no {name} result"))
     })?;
     let expected = reported.get("sha256").cloned().unwrap_or_default();
-    let (actual, size) = sc.aws.store.object_sha256(bucket, key).await.map_err(|e| StepError::aws(e, instance_id, "ArtifactMissing"))?;
+    let (actual, size) = sc.aws.store.object_sha256(bucket, key, |_| {}).await.map_err(|e| StepError::aws(e, instance_id, "ArtifactMissing"))?;
     if actual != expected || reported.get("bytes").map(String::as_str) != Some(size.to_string().as_str()) {
         return Err(StepError::failed(
             "ArtifactChecksumMismatch",

@@ -1,0 +1,67 @@
+//! Volatility symbols for exactly the captured kernel, built by the controller (never on the instance) from
+//! the symbol material the volatile step collected: the kernel's BTF, its symbol addresses and its banner
+//! become a Volatility 3 ISF (`volatility-symbols.json.xz`), listed as a `VolatilitySymbols` artifact. A
+//! responder then needs no debug package and no per-kernel build to analyse the memory image.
+//!
+//! The ISF is derived evidence: when it cannot be built (an old kernel without BTF, say), the capture goes on
+//! and a Warning event says why. The bytes are deterministic, and the object is written once, so a restart
+//! finds and records the same object.
+
+use super::{StepContext, StepError, manifest};
+use crate::{
+    api::{ArtifactType, ForensicCaptureStatus},
+    aws::s3::EvidenceStore,
+};
+
+pub const ARTIFACT: &str = "volatility-symbols";
+const OBJECT: &str = "volatility-symbols.json.xz";
+
+/// Builds and records the ISF from the symbols archive at `symbols_key`, unless it is already recorded.
+pub async fn build(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, bucket: &str, prefix: &str, symbols_key: &str) -> Result<(), StepError> {
+    if status.artifacts.iter().any(|a| a.name == ARTIFACT) {
+        return Ok(());
+    }
+    let instance_id = sc.instance_id().to_string();
+    let key = sc.key(prefix, OBJECT);
+    let uri = format!("s3://{bucket}/{key}");
+    let archive = match sc.aws.store.get_object(bucket, symbols_key).await {
+        Ok(bytes) => bytes,
+        Err(e) => return manifest::give_up(sc, e, "VolatilitySymbolsNotBuilt", &uri).await,
+    };
+    let started = std::time::Instant::now();
+    // Parsing BTF and compressing the JSON take a few CPU-seconds: off the async workers.
+    let built = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, kernel_isf::Summary), kernel_isf::Error> {
+        let inputs = kernel_isf::inputs_from_archive(&archive)?;
+        let isf = kernel_isf::build(&inputs)?;
+        Ok((isf.to_json_xz(), isf.summary()))
+    })
+    .await
+    .map_err(|e| StepError::Retry(format!("building Volatility symbols for instance {instance_id}: {e}")))?;
+    let (body, summary) = match built {
+        Ok(built) => built,
+        Err(e) => {
+            let message = format!("instance {instance_id}: no Volatility symbols from s3://{bucket}/{symbols_key}: {e}");
+            manifest::warn(sc, "BuildSymbols", "VolatilitySymbolsNotBuilt", message).await;
+            return Ok(());
+        }
+    };
+    tracing::info!(
+        instance = %instance_id,
+        kernel = %summary.kernel_release,
+        types = summary.user_types,
+        symbols = summary.symbols,
+        typed_symbols = summary.symbols_with_types,
+        addresses = ?summary.address_source,
+        warnings = ?summary.warnings,
+        bytes = body.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "Volatility symbols built"
+    );
+    let stored = match manifest::store_once(sc, bucket, &key, body, "application/x-xz").await {
+        Ok(stored) => stored,
+        Err(e) => return manifest::give_up(sc, e, "VolatilitySymbolsNotBuilt", &uri).await,
+    };
+    let mut artifact = manifest::stored_artifact(ARTIFACT, ArtifactType::VolatilitySymbols, &uri, &stored);
+    artifact.started_at = super::record(crate::planner::Step::Volatile, status).started_at.clone();
+    manifest::record_and_lock(sc, status, artifact, bucket, &key).await
+}
