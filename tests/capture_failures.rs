@@ -253,17 +253,7 @@ async fn windows_instances_get_no_shell_script_and_are_still_snapshotted_and_iso
     let env = CaptureEnv::new("windows").await;
     let ec2 = stack.ec2().await;
     let instance = support::run_instance(&ec2, 0, &[]).await;
-    let windows_image = ec2
-        .describe_images()
-        .owners("amazon")
-        .send()
-        .await
-        .unwrap()
-        .images()
-        .iter()
-        .find(|i| i.platform().is_some_and(|p| p.as_str().eq_ignore_ascii_case("windows")))
-        .and_then(|i| i.image_id().map(str::to_string))
-        .expect("a Windows AMI in moto");
+    let windows_image = support::amazon_image(&ec2, true).await;
     let run = ec2
         .run_instances()
         .image_id(windows_image)

@@ -313,17 +313,7 @@ pub async fn fleet_behind_a_load_balancer(aws: &SdkConfig) -> Fleet {
         .subnet_id()
         .unwrap()
         .to_string();
-    let image = ec2
-        .describe_images()
-        .owners("amazon")
-        .send()
-        .await
-        .unwrap()
-        .images()
-        .iter()
-        .find(|i| i.architecture().map(|a| a.as_str()) == Some("x86_64") && i.platform().is_none())
-        .and_then(|i| i.image_id().map(String::from))
-        .unwrap();
+    let image = super::amazon_image(&ec2, false).await;
     let template_name = unique("web");
     ec2.create_launch_template()
         .launch_template_name(&template_name)

@@ -150,23 +150,27 @@ pub struct TestInstance {
     pub subnet_id: String,
 }
 
-pub async fn run_instance(ec2: &aws_sdk_ec2::Client, extra_volumes: usize, tags: &[(&str, &str)]) -> TestInstance {
-    use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice, InstanceType, ResourceType, Tag, TagSpecification};
-    let vpc = ec2.create_vpc().cidr_block("10.20.0.0/16").send().await.expect("create vpc");
-    let vpc_id = vpc.vpc().and_then(|v| v.vpc_id()).unwrap().to_string();
-    let subnet = ec2.create_subnet().vpc_id(&vpc_id).cidr_block("10.20.1.0/24").send().await.expect("create subnet");
-    let subnet_id = subnet.subnet().and_then(|s| s.subnet_id()).unwrap().to_string();
-    let image_id = ec2
-        .describe_images()
+/// An Amazon-owned x86_64 image in moto: a Windows one, or a Linux one.
+pub async fn amazon_image(ec2: &aws_sdk_ec2::Client, windows: bool) -> String {
+    ec2.describe_images()
         .owners("amazon")
         .send()
         .await
         .expect("describe images")
         .images()
         .iter()
-        .find(|i| i.architecture().map(|a| a.as_str()) == Some("x86_64") && i.platform().is_none())
+        .find(|i| i.architecture().map(|a| a.as_str()) == Some("x86_64") && i.platform().is_some_and(|p| p.as_str().eq_ignore_ascii_case("windows")) == windows)
         .and_then(|i| i.image_id().map(str::to_string))
-        .expect("a Linux x86_64 AMI in moto");
+        .unwrap_or_else(|| panic!("an x86_64 {} AMI in moto", if windows { "Windows" } else { "Linux" }))
+}
+
+pub async fn run_instance(ec2: &aws_sdk_ec2::Client, extra_volumes: usize, tags: &[(&str, &str)]) -> TestInstance {
+    use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice, InstanceType, ResourceType, Tag, TagSpecification};
+    let vpc = ec2.create_vpc().cidr_block("10.20.0.0/16").send().await.expect("create vpc");
+    let vpc_id = vpc.vpc().and_then(|v| v.vpc_id()).unwrap().to_string();
+    let subnet = ec2.create_subnet().vpc_id(&vpc_id).cidr_block("10.20.1.0/24").send().await.expect("create subnet");
+    let subnet_id = subnet.subnet().and_then(|s| s.subnet_id()).unwrap().to_string();
+    let image_id = amazon_image(ec2, false).await;
     let mut request = ec2
         .run_instances()
         .image_id(image_id)
