@@ -319,6 +319,7 @@ impl Vms {
             std::fs::write(job.join("workdir"), format!("{dir}\n"))?;
         }
         std::fs::write(job.join("ready"), "")?;
+        let spooled = Instant::now();
         guest.ring();
 
         enum End {
@@ -340,6 +341,7 @@ impl Vms {
         let stdout = std::fs::read(agent_dir.join("stdout")).unwrap_or_default();
         let stderr = std::fs::read(agent_dir.join("stderr")).unwrap_or_default();
         let _ = std::fs::remove_dir_all(&job);
+        tracing::debug!(instance_id = inv.instance_id, command_id = inv.command_id, seconds = spooled.elapsed().as_secs_f64(), "guest job done");
         Ok(match end {
             End::Exit(code) => Outcome::Exited { code, stdout, stderr },
             End::Timeout => Outcome::TimedOut { stdout, stderr },
