@@ -111,7 +111,7 @@ async fn a_write_to_tmp_lands_in_the_instance_disk_dir_and_the_root_is_read_only
 }
 
 #[tokio::test]
-async fn real_avml_streams_a_lime_image_of_the_guest_through_a_fifo() {
+async fn real_avml_streams_a_lime_image_of_the_guest_through_a_fifo_and_refuses_dev_stdout() {
     let ssm = support::stack().ssm().await;
     let id = shared_guest().await;
     let (url, sha) = vm::real_avml_url().await;
@@ -129,6 +129,8 @@ async fn real_avml_streams_a_lime_image_of_the_guest_through_a_fifo() {
             "avml_rc=0; wait $avml || avml_rc=$?",
             "wait $header_reader $count_reader",
             "echo \"avml_rc=$avml_rc header=$(cat header) size=$(cat size) sha256=$(cat sha)\"",
+            // Why the FIFO: the real AVML opens its output with O_NOFOLLOW, and /dev/stdout is a symlink.
+            "./avml acquire --source /proc/kcore /dev/stdout > /dev/null || echo \"stdout_rc=$?\"",
         ]
         .map(str::to_string),
     );
@@ -149,6 +151,8 @@ async fn real_avml_streams_a_lime_image_of_the_guest_through_a_fifo() {
     // A 256 MiB guest: nearly all of it is System RAM, plus one 32-byte header per range.
     assert!((128 << 20..=(256 << 20) + 4096).contains(&size), "image of {size} bytes");
     assert_eq!(field("sha256").len(), 64);
+    assert_ne!(field("stdout_rc"), "0");
+    assert!(vm::stderr(&result).contains("Too many levels of symbolic links"), "{}", vm::stderr(&result));
 }
 
 #[tokio::test]
@@ -173,6 +177,7 @@ async fn lockdown_confidentiality_blocks_real_avml_and_termination_stops_the_gue
     assert!(out.lines().next().unwrap_or_default().contains("[confidentiality]"), "{out}");
     let rc = out.lines().find_map(|l| l.strip_prefix("avml_rc=")).unwrap_or_else(|| panic!("{out}"));
     assert_ne!(rc, "0", "AVML must not read /proc/kcore under lockdown: {out}\n{}", vm::stderr(&result));
+    assert!(vm::stderr(&result).contains("locked down /proc/kcore"), "{}", vm::stderr(&result));
 
     // A terminated instance's guest is stopped.
     let pid = vm::guest_pid(&id).expect("the guest's pid file");
