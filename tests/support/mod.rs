@@ -212,3 +212,4 @@ pub mod fixtures;
 pub mod iam;
 pub mod leader;
 pub mod side_effects;
+pub mod vm;

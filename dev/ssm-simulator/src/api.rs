@@ -10,10 +10,11 @@ use serde_json::{Value, json};
 
 use crate::{
     Options,
-    fleet::{Fleet, Ping},
+    fleet::{Backing, Fleet, Ping},
     protocol::{ApiError, Call, opt_str, req_str},
     runner,
     store::{self, Command, Invocation, Status, Store, epoch},
+    vm,
 };
 
 const DOCUMENT: &str = "AWS-RunShellScript";
@@ -27,11 +28,41 @@ pub struct Simulator {
     options: Options,
     fleet: Fleet,
     store: Mutex<Store>,
+    pub vms: vm::Vms,
 }
 
 impl Simulator {
-    pub fn new(options: Options, fleet: Fleet) -> Self {
-        Simulator { options, fleet, store: Mutex::new(Store::default()) }
+    pub fn new(options: Options, fleet: Fleet, vm_config: Option<vm::Config>) -> Self {
+        let vms = vm::Vms::new(vm_config, &options.state_dir);
+        Simulator { options, fleet, store: Mutex::new(Store::default()), vms }
+    }
+
+    /// Stops the guest of every instance that stopped or terminated in EC2 (a powered-off instance keeps no
+    /// memory); the next command for a restarted instance boots a fresh guest.
+    pub async fn stop_guests_of_gone_instances(self: Arc<Self>) {
+        use aws_sdk_ec2::types::InstanceStateName;
+        loop {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let mut by_region: std::collections::HashMap<String, Vec<String>> = Default::default();
+            for (instance_id, region) in self.vms.running() {
+                by_region.entry(region).or_default().push(instance_id);
+            }
+            for (region, ids) in by_region {
+                // When EC2 cannot be asked, nothing is stopped.
+                let Ok(states) = self.fleet.instance_states(&region, &ids).await else { continue };
+                for id in ids {
+                    let gone = match states.get(&id) {
+                        None => Some("the instance no longer exists"),
+                        Some(InstanceStateName::Terminated | InstanceStateName::ShuttingDown) => Some("the instance terminated"),
+                        Some(InstanceStateName::Stopped | InstanceStateName::Stopping) => Some("the instance stopped"),
+                        Some(_) => None,
+                    };
+                    if let Some(reason) = gone {
+                        self.vms.stop(&id, reason).await;
+                    }
+                }
+            }
+        }
     }
 
     pub fn default_region(&self) -> &str {
@@ -134,13 +165,14 @@ impl Simulator {
         let delivery_timeout = self.options.max_delivery_timeout_seconds.map_or(delivery_timeout, |cap| cap.min(delivery_timeout));
         let deadline = Instant::now() + Duration::from_secs(delivery_timeout);
         tokio::time::sleep(self.options.delivery_delay).await;
-        loop {
+        let node = loop {
             if *cancel.borrow() {
                 return self.finish(&key, Status::Cancelled, "Cancelled", -1, b"", b"");
             }
-            let online = matches!(self.fleet.managed_node(&region, &instance_id).await, Ok(Some(n)) if n.ping == Ping::Online);
-            if online {
-                break;
+            if let Ok(Some(node)) = self.fleet.managed_node(&region, &instance_id).await
+                && node.ping == Ping::Online
+            {
+                break node;
             }
             if Instant::now() >= deadline {
                 return self.finish(&key, Status::TimedOut, "DeliveryTimedOut", -1, b"", b"");
@@ -149,7 +181,25 @@ impl Simulator {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 _ = cancel.changed() => {}
             }
-        }
+        };
+        let guest = match node.backing {
+            Backing::Sandbox => None,
+            Backing::Invalid(message) => return self.finish(&key, Status::Failed, "Failed", 1, b"", message.as_bytes()),
+            Backing::Qemu { kernel_args, memory_mib } => {
+                // The invocation stays Pending while the guest boots, as a command waits for an agent that is
+                // still starting; a guest that cannot boot fails it with the reason and the console's end.
+                tokio::select! {
+                    guest = self.vms.ensure(&instance_id, &region, &kernel_args, memory_mib) => match guest {
+                        Ok(guest) => Some(guest),
+                        Err(error) => {
+                            let message = format!("failed to run commands: {error:#}");
+                            return self.finish(&key, Status::Failed, "Failed", 1, b"", message.as_bytes());
+                        }
+                    },
+                    _ = cancel.wait_for(|c| *c) => return self.finish(&key, Status::Cancelled, "Cancelled", -1, b"", b""),
+                }
+            }
+        };
         {
             let mut store = self.store.lock().unwrap();
             let inv = store.invocations.get_mut(&key).expect("invocation exists");
@@ -157,19 +207,18 @@ impl Simulator {
             inv.status_details = "InProgress".into();
             inv.started_at = Some(Utc::now());
         }
-        let run = runner::run(
-            self.options.sandbox,
-            runner::Invocation {
-                state_dir: &self.options.state_dir,
-                instance_id: &instance_id,
-                command_id: &command_id,
-                commands: &commands,
-                working_directory: working_directory.as_deref(),
-                execution_timeout: Duration::from_secs(execution_timeout),
-            },
-            cancel,
-        )
-        .await;
+        let invocation = runner::Invocation {
+            state_dir: &self.options.state_dir,
+            instance_id: &instance_id,
+            command_id: &command_id,
+            commands: &commands,
+            working_directory: working_directory.as_deref(),
+            execution_timeout: Duration::from_secs(execution_timeout),
+        };
+        let run = match guest {
+            None => runner::run(self.options.sandbox, invocation, cancel).await,
+            Some(guest) => self.vms.run(&guest, invocation, cancel).await,
+        };
         match run {
             Ok(runner::Outcome::Exited { code: 0, stdout, stderr }) => self.finish(&key, Status::Success, "Success", 0, &stdout, &stderr),
             Ok(runner::Outcome::Exited { code, stdout, stderr }) => self.finish(&key, Status::Failed, "Failed", code, &stdout, &stderr),

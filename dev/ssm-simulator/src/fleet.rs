@@ -4,10 +4,31 @@
 //! the agent states the controller must handle: `offline` (registered, PingStatus ConnectionLost, commands end
 //! in DeliveryTimedOut) and `absent` (not a managed node: SendCommand fails with InvalidInstanceId).
 //! Stopped instances are registered but ConnectionLost, as with the real agent; terminated ones are gone.
+//!
+//! Tags also choose what runs a node's commands (see vm.rs): `ssm-simulator:target=qemu` backs the instance
+//! with a QEMU guest running a real Linux kernel instead of the bubblewrap sandbox, with optional
+//! `ssm-simulator:kernel-args` (appended to the guest's kernel command line) and `ssm-simulator:memory-mib`.
+
+use std::collections::HashMap;
 
 use aws_sdk_ec2::types::{Filter, Instance, InstanceStateName};
 
 pub const AGENT_TAG: &str = "ssm-simulator:agent";
+pub const TARGET_TAG: &str = "ssm-simulator:target";
+pub const KERNEL_ARGS_TAG: &str = "ssm-simulator:kernel-args";
+pub const MEMORY_TAG: &str = "ssm-simulator:memory-mib";
+
+/// What runs a node's commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backing {
+    /// The host-side runner (runner.rs): bubblewrap, or plain bash.
+    Sandbox,
+    /// A QEMU guest with a real kernel (vm.rs). `memory_mib` None: the simulator's default.
+    Qemu { kernel_args: String, memory_mib: Option<u32> },
+    /// Tags that name no backing the simulator has; commands fail with this message rather than silently
+    /// running somewhere the test did not ask for.
+    Invalid(String),
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ping {
@@ -31,6 +52,7 @@ pub struct ManagedNode {
     pub platform_type: &'static str,
     pub ip_address: Option<String>,
     pub computer_name: String,
+    pub backing: Backing,
 }
 
 pub struct Fleet {
@@ -75,6 +97,43 @@ impl Fleet {
     pub async fn managed_node(&self, region: &str, instance_id: &str) -> anyhow::Result<Option<ManagedNode>> {
         Ok(self.managed_nodes(region, &[instance_id.to_string()]).await?.into_iter().next())
     }
+
+    /// The EC2 state of each of `instance_ids` that still exists (moto forgets terminated instances after a
+    /// while: absent means gone).
+    pub async fn instance_states(&self, region: &str, instance_ids: &[String]) -> anyhow::Result<HashMap<String, InstanceStateName>> {
+        let request = self
+            .client(region)
+            .describe_instances()
+            .filters(Filter::builder().name("instance-id").set_values(Some(instance_ids.to_vec())).build());
+        let mut states = HashMap::new();
+        let mut pages = request.into_paginator().send();
+        while let Some(page) = pages.next().await {
+            for reservation in page?.reservations() {
+                for instance in reservation.instances() {
+                    if let (Some(id), Some(state)) = (instance.instance_id(), instance.state().and_then(|s| s.name())) {
+                        states.insert(id.to_string(), state.clone());
+                    }
+                }
+            }
+        }
+        Ok(states)
+    }
+}
+
+fn backing(instance: &Instance) -> Backing {
+    let tag = |key: &str| instance.tags().iter().find(|t| t.key() == Some(key)).and_then(|t| t.value());
+    match tag(TARGET_TAG) {
+        None | Some("sandbox") => Backing::Sandbox,
+        Some("qemu") => {
+            let memory_mib = match tag(MEMORY_TAG).map(|m| m.trim().parse::<u32>()) {
+                None => None,
+                Some(Ok(m)) if (128..=16_384).contains(&m) => Some(m),
+                Some(_) => return Backing::Invalid(format!("tag {MEMORY_TAG} must be a number of MiB from 128 to 16384")),
+            };
+            Backing::Qemu { kernel_args: tag(KERNEL_ARGS_TAG).unwrap_or_default().trim().to_string(), memory_mib }
+        }
+        Some(other) => Backing::Invalid(format!("tag {TARGET_TAG}={other} names no backing the simulator has (qemu or sandbox)")),
+    }
 }
 
 fn managed_node(instance: &Instance) -> Option<ManagedNode> {
@@ -94,5 +153,6 @@ fn managed_node(instance: &Instance) -> Option<ManagedNode> {
         platform_type: if windows { "Windows" } else { "Linux" },
         ip_address: instance.private_ip_address().map(str::to_string),
         computer_name: instance.private_dns_name().unwrap_or_default().to_string(),
+        backing: backing(instance),
     })
 }

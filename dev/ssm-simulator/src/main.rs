@@ -4,13 +4,15 @@
 //!
 //! moto's SSM marks every command successful without running it, which would prove nothing about the
 //! on-instance scripts. This server asks moto's EC2 which instances exist, and treats running instances as
-//! managed nodes whose "agent" runs the script under bubblewrap.
+//! managed nodes whose "agent" runs the script under bubblewrap, or, for instances tagged
+//! `ssm-simulator:target=qemu`, in a QEMU guest with a real Linux kernel (vm.rs).
 
 mod api;
 mod fleet;
 mod protocol;
 mod runner;
 mod store;
+mod vm;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -52,6 +54,57 @@ pub struct Options {
     /// namespace) or none (plain bash in the work directory; for machines without bubblewrap).
     #[arg(long, value_enum, default_value_t = runner::Sandbox::Bwrap)]
     sandbox: runner::Sandbox,
+    /// QEMU system emulator for instances tagged ssm-simulator:target=qemu.
+    #[arg(long, default_value = "qemu-system-x86_64")]
+    vm_qemu: PathBuf,
+    /// Kernel image of VM-backed instances (dev/install-vm's FC_VM_KERNEL). Without it, commands for VM-backed
+    /// instances fail with a message saying so.
+    #[arg(long, requires_all = ["vm_initrd", "vm_guest_init"])]
+    vm_kernel: Option<PathBuf>,
+    /// Initramfs of VM-backed instances (FC_VM_INITRD).
+    #[arg(long, requires = "vm_kernel")]
+    vm_initrd: Option<PathBuf>,
+    /// The guest's post-switch_root init, dev/vm/guest-init (FC_VM_GUEST_INIT); the guest agent beside it.
+    #[arg(long, requires = "vm_kernel")]
+    vm_guest_init: Option<PathBuf>,
+    /// A host 127.0.0.1 port that guests reach at their own 127.0.0.1 (repeatable). The port of
+    /// --ec2-endpoint (moto, which also serves S3) is always forwarded.
+    #[arg(long = "vm-forward-port")]
+    vm_forward_ports: Vec<u16>,
+    /// Guest memory when the instance has no ssm-simulator:memory-mib tag.
+    #[arg(long, default_value_t = 256)]
+    vm_memory_mib: u32,
+    /// How long a guest may take from QEMU's start to a ready guest agent before its commands fail.
+    #[arg(long, default_value_t = 180)]
+    vm_boot_timeout_seconds: u64,
+}
+
+impl Options {
+    fn vm_config(&self) -> Option<vm::Config> {
+        let mut forward_ports: Vec<u16> = local_port(&self.ec2_endpoint).into_iter().collect();
+        for port in &self.vm_forward_ports {
+            if !forward_ports.contains(port) {
+                forward_ports.push(*port);
+            }
+        }
+        Some(vm::Config {
+            qemu: self.vm_qemu.clone(),
+            kernel: self.vm_kernel.clone()?,
+            initrd: self.vm_initrd.clone()?,
+            guest_init: self.vm_guest_init.clone()?,
+            forward_ports,
+            default_memory_mib: self.vm_memory_mib,
+            boot_timeout: Duration::from_secs(self.vm_boot_timeout_seconds),
+        })
+    }
+}
+
+/// The port of an http://127.0.0.1:PORT/ (or localhost) endpoint: only loopback endpoints can be forwarded.
+fn local_port(endpoint: &str) -> Option<u16> {
+    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
+    let authority = rest.split('/').next()?;
+    let (host, port) = authority.rsplit_once(':')?;
+    matches!(host, "127.0.0.1" | "localhost").then(|| port.parse().ok()).flatten()
 }
 
 fn parse_millis(s: &str) -> Result<Duration, std::num::ParseIntError> {
@@ -67,7 +120,8 @@ async fn main() -> anyhow::Result<()> {
     let options = Options::parse();
     std::fs::create_dir_all(&options.state_dir)?;
     let fleet = fleet::Fleet::new(&options.ec2_endpoint).await;
-    let state = Arc::new(api::Simulator::new(options.clone(), fleet));
+    let state = Arc::new(api::Simulator::new(options.clone(), fleet, options.vm_config()));
+    tokio::spawn(Arc::clone(&state).stop_guests_of_gone_instances());
 
     let listener = tokio::net::TcpListener::bind(options.listen).await?;
     let bound = listener.local_addr()?;
@@ -77,7 +131,31 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(%bound, "ssm simulator listening");
     let app = axum::Router::new()
         .route("/", axum::routing::post(protocol::handle))
-        .with_state(state);
-    axum::serve(listener, app).await?;
+        .with_state(Arc::clone(&state));
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    // Guests are this process's children: none may outlive it.
+    state.vms.stop_all().await;
+    tracing::info!("ssm simulator stopped");
     Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_loopback_endpoints_give_a_port_to_forward() {
+        assert_eq!(super::local_port("http://127.0.0.1:5000"), Some(5000));
+        assert_eq!(super::local_port("http://localhost:7/path"), Some(7));
+        assert_eq!(super::local_port("https://ec2.eu-west-1.amazonaws.com"), None);
+        assert_eq!(super::local_port("http://10.1.2.3:5000"), None);
+    }
 }

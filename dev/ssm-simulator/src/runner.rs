@@ -22,7 +22,7 @@ pub enum Sandbox {
 }
 
 /// Where the agent keeps a command's files on a real instance.
-const AGENT_ROOT_INSIDE: &str = "/var/lib/amazon/ssm";
+pub const AGENT_ROOT_INSIDE: &str = "/var/lib/amazon/ssm";
 
 pub enum Outcome {
     Exited { code: i32, stdout: Vec<u8>, stderr: Vec<u8> },
@@ -43,10 +43,27 @@ pub fn disk_dir(state_dir: &Path, instance_id: &str) -> PathBuf {
     state_dir.join("instances").join(instance_id).join("disk")
 }
 
+/// A command's orchestration directory, relative to the agent's root, as the real agent lays it out.
+pub fn orchestration_dir(instance_id: &str, command_id: &str) -> String {
+    format!("{instance_id}/document/orchestration/{command_id}/awsrunShellScript/0.awsrunShellScript")
+}
+
+/// Extra variables of this node's agent, from `<state>/instances/<id>/agent.env` (`NAME=value` lines), as a
+/// real agent's systemd unit may set proxies and the like. Tests use it to give a node its memory size.
+/// (The VM tier's guest agent reads the same file, with the same rules, inside the guest.)
+fn agent_environment(instance_dir: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(instance_dir.join("agent.env"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+        .collect()
+}
+
 pub async fn run(sandbox: Sandbox, inv: Invocation<'_>, mut cancel: watch::Receiver<bool>) -> anyhow::Result<Outcome> {
     let instance_dir = inv.state_dir.join("instances").join(inv.instance_id);
     let disk = disk_dir(inv.state_dir, inv.instance_id);
-    let relative = format!("{}/document/orchestration/{}/awsrunShellScript/0.awsrunShellScript", inv.instance_id, inv.command_id);
+    let relative = orchestration_dir(inv.instance_id, inv.command_id);
     let agent_dir = instance_dir.join("agent").join(&relative);
     for dir in [disk.join("tmp"), disk.join("var-tmp"), agent_dir.clone()] {
         std::fs::create_dir_all(&dir)?;
@@ -124,17 +141,6 @@ pub async fn run(sandbox: Sandbox, inv: Invocation<'_>, mut cancel: watch::Recei
         End::Timeout => Outcome::TimedOut { stdout, stderr },
         End::Cancel => Outcome::Cancelled { stdout, stderr },
     })
-}
-
-/// Extra variables of this node's agent, from `<state>/instances/<id>/agent.env` (`NAME=value` lines), as a
-/// real agent's systemd unit may set proxies and the like. Tests use it to give a node its memory size.
-fn agent_environment(instance_dir: &Path) -> Vec<(String, String)> {
-    std::fs::read_to_string(instance_dir.join("agent.env"))
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
-        .collect()
 }
 
 fn exit_code(status: std::process::ExitStatus) -> i32 {
