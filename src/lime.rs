@@ -18,6 +18,9 @@ const PAGE: u64 = 4096;
 const BANNER_PREFIX: &[u8] = b"Linux version ";
 /// The banner is kept up to its newline, at most this long (the kernel's is well under).
 const BANNER_MAX: usize = 300;
+/// Distinct banners kept. Memory holds more than `linux_banner`: copies in the page cache, a shell's history,
+/// variants built from other format strings. The one to report is the running kernel's, when it is known.
+const BANNERS_MAX: usize = 16;
 /// An image whose captured pages are (nearly) all zeros holds nothing to analyse. AVML leaves out 16 MiB blocks
 /// that are entirely zero, so a real image is mostly pages with data; the captures AFO reported broken were
 /// almost entirely zeros.
@@ -33,7 +36,8 @@ pub struct ImageLayout {
     pub zero_pages: u64,
     pub lowest_address: Option<u64>,
     pub highest_address: Option<u64>,
-    pub kernel_banner: Option<String>,
+    /// Distinct "Linux version <n>..." strings, in image order (at most BANNERS_MAX).
+    pub kernel_banners: Vec<String>,
 }
 
 /// Why an image is not a usable LiME image: each maps to a stable reason.
@@ -167,8 +171,8 @@ impl Inspector {
                 self.close_page();
             }
         }
-        if self.layout.kernel_banner.is_none() {
-            self.find_banner(data);
+        if self.layout.kernel_banners.len() < BANNERS_MAX {
+            self.find_banners(data);
         }
     }
 
@@ -182,9 +186,9 @@ impl Inspector {
         self.page_zero = true;
     }
 
-    fn find_banner(&mut self, data: &[u8]) {
+    fn find_banners(&mut self, mut data: &[u8]) {
         if self.banner.is_some() {
-            return self.collect_banner(data);
+            data = &data[self.collect_banner(data)..];
         }
         // A banner may start in the previous chunk: look at the seam between the two first.
         let mut seam = std::mem::take(&mut self.carry);
@@ -192,20 +196,24 @@ impl Inspector {
         seam.extend_from_slice(&data[..data.len().min(BANNER_PREFIX.len() + 1)]);
         if let Some(i) = banner_start(&seam).filter(|i| *i < carried) {
             self.banner = Some(seam[i..carried].to_vec());
-            return self.collect_banner(data);
+            data = &data[self.collect_banner(data)..];
         }
-        if let Some(i) = banner_start(data) {
+        while self.banner.is_none() && self.layout.kernel_banners.len() < BANNERS_MAX {
+            let Some(i) = banner_start(data) else { break };
             self.banner = Some(Vec::new());
-            return self.collect_banner(&data[i..]);
+            data = &data[i + self.collect_banner(&data[i..])..];
         }
         // Enough of the end to recognise a prefix cut by the next chunk boundary (the seam holds all of a short
         // chunk, so nothing is lost when chunks are tiny).
         let keep = BANNER_PREFIX.len();
         self.carry = if data.len() >= keep { data[data.len() - keep..].to_vec() } else { seam[seam.len().saturating_sub(keep)..].to_vec() };
+        if self.banner.is_some() {
+            self.carry.clear();
+        }
     }
 
-    /// Adds to the banner being read, up to its newline (or NUL).
-    fn collect_banner(&mut self, data: &[u8]) {
+    /// Adds to the banner being read, up to its newline (or NUL); returns how many bytes of `data` it used.
+    fn collect_banner(&mut self, data: &[u8]) -> usize {
         let banner = self.banner.as_mut().expect("collecting a banner");
         let end = data.iter().position(|b| *b == b'\n' || *b == 0);
         let take = end.unwrap_or(data.len()).min(BANNER_MAX.saturating_sub(banner.len()));
@@ -213,11 +221,15 @@ impl Inspector {
         if end.is_some() || banner.len() >= BANNER_MAX {
             self.accept_banner();
         }
+        take
     }
 
     fn accept_banner(&mut self) {
         let bytes = self.banner.take().unwrap_or_default();
-        self.layout.kernel_banner = Some(String::from_utf8_lossy(&bytes).into_owned());
+        let banner = String::from_utf8_lossy(&bytes).into_owned();
+        if !self.layout.kernel_banners.contains(&banner) {
+            self.layout.kernel_banners.push(banner);
+        }
     }
 
     /// The image's layout, or why it is not a usable image.
@@ -271,9 +283,12 @@ fn one_decimal(value: f64) -> f64 {
     (value * 10.0).round() / 10.0
 }
 
-/// Judges a parsed image against the instance it came from. The quality is returned in both cases, so a
-/// refused image is still recorded with what it holds.
-pub fn assess(layout: &ImageLayout, memory_bytes: Option<u64>, min_coverage_percent: f64) -> (ImageQuality, Option<Refusal>) {
+/// Judges a parsed image against the instance it came from: its memory size, and the banner its kernel reported
+/// (`/proc/version`), which is the one recorded when the image holds it. The quality is returned in both cases,
+/// so a refused image is still recorded with what it holds.
+pub fn assess(layout: &ImageLayout, memory_bytes: Option<u64>, min_coverage_percent: f64, reported_banner: Option<&str>) -> (ImageQuality, Option<Refusal>) {
+    let reported = reported_banner.map(str::trim_end).filter(|b| layout.kernel_banners.iter().any(|found| found == b));
+    let kernel_banner = reported.map(str::to_string).or_else(|| layout.kernel_banners.first().cloned());
     let zero_page_percent = if layout.pages == 0 { 100.0 } else { one_decimal(layout.zero_pages as f64 * 100.0 / layout.pages as f64) };
     let coverage_percent = memory_bytes.filter(|m| *m > 0).map(|m| one_decimal(layout.captured_bytes as f64 * 100.0 / m as f64));
     let quality = ImageQuality {
@@ -282,7 +297,7 @@ pub fn assess(layout: &ImageLayout, memory_bytes: Option<u64>, min_coverage_perc
         memory_bytes,
         coverage_percent,
         zero_page_percent,
-        kernel_banner: layout.kernel_banner.clone(),
+        kernel_banner: kernel_banner.clone(),
     };
     let refusal = if zero_page_percent >= MAX_ZERO_PAGE_PERCENT {
         Some(Refusal {
@@ -292,7 +307,7 @@ pub fn assess(layout: &ImageLayout, memory_bytes: Option<u64>, min_coverage_perc
                 layout.pages
             ),
         })
-    } else if layout.kernel_banner.is_none() {
+    } else if kernel_banner.is_none() {
         Some(Refusal {
             reason: "KernelBannerMissing",
             message: format!("no kernel banner (\"Linux version ...\") in {} bytes of memory: the image cannot be matched to a kernel for analysis", layout.captured_bytes),
@@ -358,7 +373,7 @@ mod tests {
             assert_eq!(layout.ranges, 2, "chunk {chunk}");
             assert_eq!(layout.captured_bytes, 12 * PAGE);
             assert_eq!((layout.pages, layout.zero_pages), (12, 0));
-            assert_eq!(layout.kernel_banner.as_deref(), Some(BANNER), "chunk {chunk}");
+            assert_eq!(layout.kernel_banners, vec![BANNER.to_string()], "chunk {chunk}");
             assert_eq!((layout.lowest_address, layout.highest_address), (Some(0x1000), Some(0x10_0000 + 8 * PAGE - 1)));
         }
     }
@@ -395,7 +410,7 @@ mod tests {
         bytes.extend(vec![0u8; 100 * PAGE as usize]);
         let layout = inspect_in_chunks(&bytes, 8192).unwrap();
         assert_eq!((layout.pages, layout.zero_pages), (100, 100));
-        let (quality, refusal) = assess(&layout, Some(1 << 30), 1.0);
+        let (quality, refusal) = assess(&layout, Some(1 << 30), 1.0, None);
         assert_eq!(refusal.unwrap().reason, "ImageMostlyZero");
         assert_eq!(quality.zero_page_percent, 100.0);
     }
@@ -403,23 +418,23 @@ mod tests {
     #[test]
     fn an_image_without_a_banner_is_refused() {
         let layout = inspect_in_chunks(&image(&[(0x1000, 16)], None), 4096).unwrap();
-        assert_eq!(assess(&layout, Some(16 * PAGE), 1.0).1.unwrap().reason, "KernelBannerMissing");
+        assert_eq!(assess(&layout, Some(16 * PAGE), 1.0, None).1.unwrap().reason, "KernelBannerMissing");
         // "Linux version" not followed by a version number is not a banner.
         let mut bytes = image(&[(0x1000, 2)], None);
         bytes[100..114].copy_from_slice(b"Linux version ");
         bytes[114] = b'x';
-        assert_eq!(inspect_in_chunks(&bytes, 4096).unwrap().kernel_banner, None);
+        assert!(inspect_in_chunks(&bytes, 4096).unwrap().kernel_banners.is_empty());
     }
 
     #[test]
     fn coverage_below_the_minimum_is_refused_and_zero_turns_it_off() {
         let layout = inspect_in_chunks(&image(&[(0x1000, 16)], Some(0)), 4096).unwrap();
         let memory = 100 * 16 * PAGE; // the image holds 1%
-        let (quality, refusal) = assess(&layout, Some(memory), 5.0);
+        let (quality, refusal) = assess(&layout, Some(memory), 5.0, None);
         assert_eq!(quality.coverage_percent, Some(1.0));
         assert_eq!(refusal.unwrap().reason, "ImageIncomplete");
-        assert_eq!(assess(&layout, Some(memory), 0.0).1, None);
-        assert_eq!(assess(&layout, Some(memory), 1.0).1, None);
+        assert_eq!(assess(&layout, Some(memory), 0.0, None).1, None);
+        assert_eq!(assess(&layout, Some(memory), 1.0, None).1, None);
     }
 
     #[test]
@@ -430,7 +445,25 @@ mod tests {
             let mut inspector = Inspector::new();
             inspector.feed(&bytes[..split]);
             inspector.feed(&bytes[split..]);
-            assert_eq!(inspector.finish().unwrap().kernel_banner.as_deref(), Some(BANNER), "split at {split}");
+            assert_eq!(inspector.finish().unwrap().kernel_banners, vec![BANNER.to_string()], "split at {split}");
         }
+    }
+
+    #[test]
+    fn the_banner_the_kernel_reported_is_recorded_over_other_copies_in_memory() {
+        let mut bytes = image(&[(0x1000, 4)], Some(9000));
+        // An earlier variant (as the guest's memory really holds) and a repeat of the real one.
+        let variant = b"Linux version 6.1.0-57-amd64 (debian-kernel@lists.debian.org) # SMP PREEMPT_DYNAMIC\n";
+        bytes[100..100 + variant.len()].copy_from_slice(variant);
+        let repeat = format!("{BANNER}\n");
+        bytes[12000..12000 + repeat.len()].copy_from_slice(repeat.as_bytes());
+        let layout = inspect_in_chunks(&bytes, 4096).unwrap();
+        assert_eq!(layout.kernel_banners.len(), 2, "{:?}", layout.kernel_banners);
+        let (quality, _) = assess(&layout, None, 0.0, Some(&format!("{BANNER}\n")));
+        assert_eq!(quality.kernel_banner.as_deref(), Some(BANNER));
+        let (unknown, _) = assess(&layout, None, 0.0, None);
+        assert!(unknown.kernel_banner.unwrap().contains("# SMP"), "the first one found, when the kernel's own is not known");
+        let (elsewhere, refusal) = assess(&layout, None, 0.0, Some("Linux version 5.10.0-other"));
+        assert!(elsewhere.kernel_banner.unwrap().contains("# SMP") && refusal.is_none());
     }
 }

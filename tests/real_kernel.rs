@@ -11,10 +11,12 @@ use std::{path::Path, time::Duration};
 
 use forensic_capture::api::{ArtifactType, ForensicCapture, Phase, StepState};
 use sha2::{Digest, Sha256};
-use support::fixtures::{CaptureEnv, capture_yaml, download, tar_entries, tempdir};
+use support::{
+    fixtures::{CaptureEnv, capture_yaml, download, tar_entries, tempdir},
+    vm,
+};
 use tokio::sync::OnceCell;
 
-const TARGET_TAG: (&str, &str) = ("ssm-simulator:target", "qemu");
 const LOCKDOWN_TAG: (&str, &str) = ("ssm-simulator:kernel-args", "lockdown=confidentiality");
 /// Booting under TCG, then a real acquisition at a few MB/s.
 const CAPTURE_TIMEOUT: Duration = Duration::from_secs(900);
@@ -24,66 +26,35 @@ static LOCKED_GUEST: OnceCell<String> = OnceCell::const_new();
 
 /// A VM-backed instance whose guest has booted (its first command waits for the guest agent).
 async fn booted_instance(tags: &[(&str, &str)]) -> String {
-    let ec2 = support::stack().ec2().await;
-    let instance = support::run_instance(&ec2, 1, tags).await.instance_id;
-    let (code, stdout, stderr) = run_in_guest(&instance, "uname -r", Duration::from_secs(300)).await;
+    let instance = vm::vm_instance(tags).await;
+    let (code, stdout, stderr) = run_in_guest(&instance, "uname -r").await;
     assert_eq!(code, 0, "guest of {instance} did not answer: {stdout} {stderr}");
     instance
 }
 
 async fn guest() -> &'static str {
-    GUEST.get_or_init(|| booted_instance(&[TARGET_TAG])).await
+    GUEST.get_or_init(|| booted_instance(&[])).await
 }
 
 async fn locked_guest() -> &'static str {
-    LOCKED_GUEST.get_or_init(|| booted_instance(&[TARGET_TAG, LOCKDOWN_TAG])).await
+    LOCKED_GUEST.get_or_init(|| booted_instance(&[LOCKDOWN_TAG])).await
 }
 
 /// Runs a shell command on the instance through SSM and waits for its end: (exit code, stdout, stderr).
-async fn run_in_guest(instance_id: &str, command: &str, timeout: Duration) -> (i32, String, String) {
-    let ssm = support::stack().ssm().await;
-    let sent = ssm
-        .send_command()
-        .document_name("AWS-RunShellScript")
-        .instance_ids(instance_id)
-        .parameters("commands", vec![command.to_string()])
-        .timeout_seconds(600)
-        .send()
-        .await
-        .expect("send command");
-    let command_id = sent.command().and_then(|c| c.command_id()).unwrap().to_string();
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let Ok(invocation) = ssm.get_command_invocation().command_id(&command_id).instance_id(instance_id).send().await else {
-            continue; // InvocationDoesNotExist for a moment after SendCommand
-        };
-        let status = invocation.status().map(|s| s.as_str().to_string()).unwrap_or_default();
-        if !matches!(status.as_str(), "Pending" | "InProgress" | "Delayed") {
-            return (
-                invocation.response_code(),
-                invocation.standard_output_content().unwrap_or_default().to_string(),
-                invocation.standard_error_content().unwrap_or_default().to_string(),
-            );
-        }
-        assert!(std::time::Instant::now() < deadline, "command {command:?} on {instance_id} still {status} after {timeout:?}");
-    }
+async fn run_in_guest(instance_id: &str, command: &str) -> (i32, String, String) {
+    let out = vm::run(&support::stack().ssm().await, instance_id, &[command]).await;
+    (out.response_code(), vm::stdout(&out).to_string(), vm::stderr(&out).to_string())
 }
 
-/// A setting of the VM tier that dev/test exports (dev/install-vm, dev/install-volatility).
+/// A setting of the VM tier that dev/test exports (dev/install-volatility).
 fn tier(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the real-kernel tests with dev/test, which sets up the VM tier"))
-}
-
-fn real_avml() -> Vec<u8> {
-    let path = tier("FC_REAL_AVML");
-    std::fs::read(&path).unwrap_or_else(|e| panic!("the real AVML at {path} ({e}); dev/install-vm builds it"))
 }
 
 /// The capture environment with the real AVML uploaded where an operator would put it.
 async fn real_capture_env(prefix: &str) -> CaptureEnv {
     let mut env = CaptureEnv::new(prefix).await;
-    let binary = real_avml();
+    let binary = std::fs::read(vm::real_avml()).expect("the real AVML (dev/install-vm builds it)");
     env.avml_sha256 = hex::encode(Sha256::digest(&binary));
     let s3 = support::stack().s3().await;
     s3.put_object().bucket(&env.bucket).key("tools/avml-0.21.0-x86_64").body(binary.into()).send().await.unwrap();
@@ -107,6 +78,7 @@ fn step(capture: &ForensicCapture, pick: impl Fn(&forensic_capture::api::Steps) 
 fn volatility(image: &Path, symbols: &Path, plugin: &str) -> String {
     let vol = tier("FC_VOLATILITY");
     let cache = image.parent().unwrap().join("volatility-cache");
+    std::fs::create_dir_all(&cache).unwrap();
     let output = std::process::Command::new(vol)
         .arg("--offline") // never fetch remote symbol packs: only the capture's own ISF may be used
         .arg("--quiet")
@@ -139,12 +111,12 @@ async fn a_real_guest_is_captured_and_volatility_lists_its_processes_from_the_ca
     // (at most 15 characters), so the marker is a uniquely named link to sleep.
     let marker = format!("fcm{:08x}", rand_u32());
     let start = format!("ln -sf /bin/sleep /dev/shm/{marker} && setsid nohup /dev/shm/{marker} 3600 >/dev/null 2>&1 </dev/null &");
-    let (code, _, stderr) = run_in_guest(instance, &start, Duration::from_secs(60)).await;
+    let (code, _, stderr) = run_in_guest(instance, &start).await;
     assert_eq!(code, 0, "{stderr}");
-    let (_, release, _) = run_in_guest(instance, "uname -r; cat /proc/version", Duration::from_secs(60)).await;
+    let (_, release, _) = run_in_guest(instance, "uname -r; cat /proc/version").await;
     let kernel_release = release.lines().next().unwrap().to_string();
     let banner = release.lines().nth(1).unwrap().to_string();
-    assert_eq!(kernel_release, tier("FC_VM_KERNEL_RELEASE"), "the guest runs the VM tier's kernel");
+    assert_eq!(kernel_release, vm::kernel_release(), "the guest runs the VM tier's kernel");
 
     let env = real_capture_env("realvm").await;
     let _controller = start_controller(&env, "realvm");
@@ -206,7 +178,7 @@ async fn a_real_guest_is_captured_and_volatility_lists_its_processes_from_the_ca
 #[tokio::test]
 async fn a_guest_under_lockdown_ends_memory_with_kernel_lockdown_and_containment_follows_the_policy() {
     let instance = locked_guest().await;
-    let (_, lockdown, _) = run_in_guest(instance, "cat /sys/kernel/security/lockdown", Duration::from_secs(60)).await;
+    let (_, lockdown, _) = run_in_guest(instance, "cat /sys/kernel/security/lockdown").await;
     assert!(lockdown.contains("[confidentiality]"), "{lockdown}");
     let env = real_capture_env("lockdown").await;
     let _controller = start_controller(&env, "lockdown");
@@ -230,15 +202,15 @@ async fn a_guest_under_lockdown_ends_memory_with_kernel_lockdown_and_containment
 #[tokio::test]
 async fn stand_in_and_real_avml_refuse_the_same_command_lines() {
     let instance = guest().await;
-    let real = tier("FC_REAL_AVML");
+    let real = vm::real_avml().display().to_string();
     let target = std::env::var("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|_| support::repo_root().join("target"));
     let fake = target.join("debug/fake-avml").display().to_string();
     for avml in [&real, &fake] {
-        let (code, stdout, stderr) = run_in_guest(instance, &format!("{avml} acquire --source /proc/kcore /dev/stdout | head -c 1 | wc -c"), Duration::from_secs(60)).await;
+        let (code, stdout, stderr) = run_in_guest(instance, &format!("{avml} acquire --source /proc/kcore /dev/stdout | head -c 1 | wc -c")).await;
         assert_eq!(stdout.trim(), "0", "{avml} wrote to a symlinked output: {stderr}");
         assert!(stderr.contains("Too many levels of symbolic links"), "{avml}: {stderr} (exit {code})");
         for bad in ["acquire --bogus /dev/shm/x.lime", "acquire", "/dev/shm/x.lime"] {
-            let (code, _, stderr) = run_in_guest(instance, &format!("{avml} {bad}"), Duration::from_secs(60)).await;
+            let (code, _, stderr) = run_in_guest(instance, &format!("{avml} {bad}")).await;
             assert_eq!(code, 2, "{avml} {bad}: a usage error: {stderr}");
         }
     }
@@ -246,8 +218,8 @@ async fn stand_in_and_real_avml_refuse_the_same_command_lines() {
     let options = |help: &str| -> Vec<String> {
         help.lines().filter_map(|l| l.trim_start().strip_prefix("--")).map(|l| l.split_whitespace().next().unwrap().to_string()).collect()
     };
-    let (_, real_help, _) = run_in_guest(instance, &format!("{real} acquire --help"), Duration::from_secs(60)).await;
-    let (_, fake_help, _) = run_in_guest(instance, &format!("{fake} acquire --help"), Duration::from_secs(60)).await;
+    let (_, real_help, _) = run_in_guest(instance, &format!("{real} acquire --help")).await;
+    let (_, fake_help, _) = run_in_guest(instance, &format!("{fake} acquire --help")).await;
     assert_eq!(options(&fake_help), options(&real_help), "fake:\n{fake_help}\nreal:\n{real_help}");
     assert!(!options(&real_help).is_empty(), "{real_help}");
 }

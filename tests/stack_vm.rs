@@ -204,14 +204,3 @@ async fn a_guest_that_cannot_boot_fails_its_command_with_the_console_log() {
     assert!(stderr.contains("the guest init /nonexistent/init is not an executable"), "the console's end is in the message: {stderr}");
     assert_eq!(vm::stdout(&result), "");
 }
-
-#[test]
-fn the_guest_side_scripts_pass_shellcheck() {
-    let dir = support::repo_root().join("dev/vm");
-    let status = std::process::Command::new("shellcheck")
-        .args(["initramfs-init", "guest-init", "guest-agent"])
-        .current_dir(&dir)
-        .status()
-        .expect("run shellcheck");
-    assert!(status.success(), "shellcheck found problems in dev/vm");
-}

@@ -307,6 +307,10 @@ pub struct TargetFacts {
     /// Instance state when resolved (running, stopped, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
+    /// The kernel banner the instance reported (/proc/version) in the volatile step: the kernel to analyse
+    /// its memory with, and the banner the memory image is expected to hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_banner: Option<String>,
     /// Whether the instance is an SSM managed node with an online agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssm_managed: Option<bool>,

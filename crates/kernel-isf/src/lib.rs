@@ -30,15 +30,17 @@
 //!   - base types: BTF's integer and float types, plus the GCC spellings of the C integers
 //!     (`long unsigned int`, `unsigned int`, `char`, ... which Volatility casts to), `void` and
 //!     `pointer` (8 bytes; only 64-bit little-endian kernels are supported).
-//! * **Addresses** ([`AddressSource`]): kallsyms when it shows real addresses; they match an image of
-//!   the same boot, so Volatility finds a zero virtual shift. When a `System.map-<release>` is present
-//!   too, it fills in symbols kallsyms lacks (kernels without CONFIG_KALLSYMS_ALL list only functions,
-//!   no `init_task`): its addresses are moved by the KASLR shift measured on `_text` and checked on
-//!   `_stext`, `_etext` and `_end` (only addresses from `_text` up move; per-CPU offsets and absolute
-//!   (`A`) symbols do not; a map failing the check is ignored with a warning). If
-//!   kallsyms is all zeros (kptr_restrict), System.map alone is used, unshifted, and Volatility's own
-//!   scan (init_task, init_files) finds the shift. Symbols of loadable modules are skipped. A name
-//!   listed twice keeps its global definition, then its lowest address.
+//! * **Addresses** ([`AddressSource`]) are link-time addresses, as in an ISF made from vmlinux: Volatility
+//!   measures the KASLR shift in the image (from the kernel's VMCOREINFO note, `KERNELOFFSET`, or by finding
+//!   `init_task`), so runtime addresses would be shifted twice. `System.map-<release>` gives them directly;
+//!   symbols only kallsyms lists are moved back by the shift kallsyms shows (measured on `_text`, checked on
+//!   `_stext`, `_etext`, `_end`; per-CPU offsets and absolute (`A`) symbols do not move). Without a
+//!   System.map, kallsyms' addresses are moved back by the shift of its `_text` from x86_64's default link
+//!   address, 0xffffffff81000000 ([`X86_64_LINK_TEXT`]): **an inference**, checked only in that the shift
+//!   must be a whole number of 2 MiB KASLR steps below 1 GiB ([`Error::UnknownLinkAddress`] otherwise).
+//!   Zeroed kallsyms (kptr_restrict) with a System.map is fine; without one there are no addresses at all.
+//!   Symbols of loadable modules are skipped. A name listed twice keeps its global definition, then its
+//!   lowest address.
 //! * **Symbol types** (BTF types only the per-CPU variables, so most globals have none):
 //!   1. BTF `VAR`s in `DATASEC`s (per-CPU variables such as `runqueues`, `current_task`);
 //!   2. `linux_banner`: `char[len + 1]` with `constant_data` = base64 of the banner plus its NUL,
@@ -158,22 +160,22 @@ pub enum Error {
     MissingSymbols { missing: Vec<String>, hint: String },
     #[error("types Volatility needs are missing from the BTF: {}", .0.join(", "))]
     MissingTypes(Vec<String>),
+    #[error("the kernel's link-time addresses cannot be told from what it provided: {detail}; collect /boot/System.map-<release> with the symbols")]
+    UnknownLinkAddress { detail: String },
 }
 
-/// Where symbol addresses came from.
+/// Where symbol addresses came from. They are always link-time addresses, as in an ISF made from vmlinux:
+/// Volatility measures the KASLR shift in the image itself (from the kernel's VMCOREINFO note, or by finding
+/// `init_task`), so runtime addresses would be shifted twice.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "source", rename_all = "snake_case")]
 pub enum AddressSource {
-    /// `/proc/kallsyms`: runtime addresses of this boot.
-    Kallsyms,
-    /// kallsyms, plus the System.map symbols it lacks moved by `kaslr_shift`.
-    KallsymsAndSystemMap {
-        file: String,
-        kaslr_shift: i64,
-        added: usize,
-    },
-    /// System.map alone: link-time addresses; Volatility measures the KASLR shift in the image.
-    SystemMap { file: String },
+    /// `System.map-<release>`; `added` symbols only kallsyms had were moved back by the KASLR shift kallsyms
+    /// showed (`kaslr_shift`, measured on `_text` and checked on `_stext`, `_etext`, `_end`).
+    SystemMap { file: String, kaslr_shift: Option<i64>, added: usize },
+    /// `/proc/kallsyms` moved back by `kaslr_shift`: its `_text` against x86_64's default link address
+    /// (an inference; a System.map makes it unnecessary).
+    Kallsyms { kaslr_shift: i64 },
 }
 
 /// How a symbol's type was inferred (types from BTF VARs are counted, not listed).
@@ -467,8 +469,20 @@ fn sha256_hex(data: &[u8]) -> String {
 /// Symbols used to measure and check the shift between System.map and kallsyms.
 const SHIFT_ANCHOR: &str = "_text";
 const SHIFT_CHECKS: &[&str] = &["_stext", "_etext", "_end"];
+/// Where x86_64 kernels are linked: `__START_KERNEL_map` (0xffffffff80000000) plus CONFIG_PHYSICAL_START,
+/// which distributions leave at its default, 16 MiB.
+pub const X86_64_LINK_TEXT: u64 = 0xffff_ffff_8100_0000;
+/// x86_64 KASLR moves the kernel in steps of CONFIG_PHYSICAL_ALIGN (2 MiB, the default) within
+/// KERNEL_IMAGE_SIZE (1 GiB): a shift measured against the default link address must fit both.
+const KASLR_STEP: u64 = 0x20_0000;
+const KASLR_RANGE: u64 = 0x4000_0000;
 
 type Addresses = BTreeMap<String, u64>;
+
+/// Whether an address moves with the kernel image: absolute symbols and per-CPU offsets (below `_text`) do not.
+fn relocated(entry: &symtab::SymEntry, text: u64) -> bool {
+    entry.address >= text && !entry.kind.eq_ignore_ascii_case(&'a')
+}
 
 fn choose_addresses(
     inputs: &KernelInputs,
@@ -481,109 +495,99 @@ fn choose_addresses(
     };
     let usable_kallsyms = kallsyms.as_ref().filter(|k| k.lines > 0 && !k.all_zero);
     let wanted_map = format!("System.map-{release}");
-    let map = inputs
-        .system_maps
-        .iter()
-        .find(|(name, _)| *name == wanted_map);
+    let map = inputs.system_maps.iter().find(|(name, _)| *name == wanted_map);
     for (name, _) in &inputs.system_maps {
         if *name != wanted_map {
             warnings.push(format!("{name} ignored: the running kernel is {release}"));
         }
     }
-    let map_source = |name: &str, data: &[u8]| SourceFile {
+    let source_file = |name: &str, data: &[u8]| SourceFile {
         kind: "system-map",
         name: name.to_string(),
         hash_type: "sha256",
         hash_value: sha256_hex(data),
     };
 
-    let Some(k) = usable_kallsyms else {
-        let Some((name, data)) = map else {
-            if !inputs.system_maps.is_empty() {
-                return Err(Error::SystemMapMismatch {
-                    release: release.to_string(),
-                    found: inputs.system_maps.iter().map(|(n, _)| n.clone()).collect(),
-                });
-            }
-            return Err(match kallsyms {
-                Some(k) if k.all_zero => Error::ZeroedKallsyms {
-                    release: release.to_string(),
-                },
-                _ => Error::MissingSymbolTable,
-            });
-        };
-        if kallsyms.as_ref().is_some_and(|k| k.all_zero) {
-            warnings.push("kallsyms shows only zero addresses; System.map's link-time addresses are used and Volatility measures the KASLR shift".to_string());
-        }
+    // A map with the running release's name but another build's layout is not this kernel's: kallsyms then
+    // decides alone.
+    let mut map = map;
+    if let (Some((name, data)), Some(k)) = (map, usable_kallsyms) {
         let table = symtab::parse(data, name)?;
-        let addresses = table
-            .symbols
-            .into_iter()
-            .map(|(n, e)| (n, e.address))
-            .collect();
-        return Ok((
-            addresses,
-            AddressSource::SystemMap { file: name.clone() },
-            vec![map_source(name, data)],
-        ));
-    };
+        if let (Some(runtime), Some(linked)) = (k.get(SHIFT_ANCHOR), table.get(SHIFT_ANCHOR)) {
+            let shift = runtime.wrapping_sub(linked);
+            if let Some(check) = SHIFT_CHECKS.iter().find(|c| matches!((k.get(c), table.get(c)), (Some(r), Some(l)) if r.wrapping_sub(l) != shift)) {
+                warnings.push(format!("{name} ignored: {check} is shifted differently from {SHIFT_ANCHOR} against kallsyms, so it is not this kernel's map"));
+                map = None;
+            }
+        }
+    }
+    if let Some((name, data)) = map {
+        let table = symtab::parse(data, name)?;
+        let mut addresses: Addresses = table.symbols.iter().map(|(n, e)| (n.clone(), e.address)).collect();
+        let mut sources = vec![source_file(name, data)];
+        let Some(k) = usable_kallsyms else {
+            if kallsyms.as_ref().is_some_and(|k| k.all_zero) {
+                warnings.push("kallsyms shows only zero addresses; System.map alone gives the addresses".to_string());
+            }
+            return Ok((addresses, AddressSource::SystemMap { file: name.clone(), kaslr_shift: None, added: 0 }, sources));
+        };
+        // The shift kallsyms shows (the map passed the layout check above).
+        let measured = match (k.get(SHIFT_ANCHOR), table.get(SHIFT_ANCHOR)) {
+            (Some(runtime), Some(linked)) => Some((runtime.wrapping_sub(linked) as i64, runtime)),
+            _ => None,
+        };
+        let mut added = 0;
+        if let Some((shift, runtime_text)) = measured {
+            for (sym, entry) in &k.symbols {
+                if addresses.contains_key(sym) {
+                    continue;
+                }
+                let address = if relocated(entry, runtime_text) { entry.address.wrapping_sub(shift as u64) } else { entry.address };
+                addresses.insert(sym.clone(), address);
+                added += 1;
+            }
+            sources.push(source_file("kallsyms", inputs.kallsyms.as_deref().unwrap_or_default()));
+        }
+        return Ok((addresses, AddressSource::SystemMap { file: name.clone(), kaslr_shift: measured.map(|(s, _)| s), added }, sources));
+    }
 
-    let kallsyms_bytes = inputs.kallsyms.as_deref().unwrap_or_default();
-    let mut sources = vec![SourceFile {
-        kind: "system-map",
-        name: "kallsyms".to_string(),
-        hash_type: "sha256",
-        hash_value: sha256_hex(kallsyms_bytes),
-    }];
-    let mut addresses: Addresses = k
+    let Some(k) = usable_kallsyms else {
+        if !inputs.system_maps.is_empty() {
+            return Err(Error::SystemMapMismatch {
+                release: release.to_string(),
+                found: inputs.system_maps.iter().map(|(n, _)| n.clone()).collect(),
+            });
+        }
+        return Err(match kallsyms {
+            Some(k) if k.all_zero => Error::ZeroedKallsyms { release: release.to_string() },
+            _ => Error::MissingSymbolTable,
+        });
+    };
+    let runtime_text = k.get(SHIFT_ANCHOR).ok_or_else(|| Error::UnknownLinkAddress {
+        detail: format!("kallsyms has no {SHIFT_ANCHOR}"),
+    })?;
+    let shift = runtime_text.wrapping_sub(X86_64_LINK_TEXT);
+    if shift % KASLR_STEP != 0 || shift >= KASLR_RANGE {
+        return Err(Error::UnknownLinkAddress {
+            detail: format!(
+                "kallsyms puts {SHIFT_ANCHOR} at {runtime_text:#x}, which is not x86_64's default link address {X86_64_LINK_TEXT:#x} moved by a KASLR step of {KASLR_STEP:#x} within {KASLR_RANGE:#x}"
+            ),
+        });
+    }
+    if shift != 0 {
+        warnings.push(format!(
+            "no System.map: kallsyms' addresses moved back by {shift:#x}, measured on {SHIFT_ANCHOR} against x86_64's default link address {X86_64_LINK_TEXT:#x}"
+        ));
+    }
+    let addresses = k
         .symbols
         .iter()
-        .map(|(n, e)| (n.clone(), e.address))
+        .map(|(n, e)| (n.clone(), if relocated(e, runtime_text) { e.address - shift } else { e.address }))
         .collect();
-    let Some((name, data)) = map else {
-        return Ok((addresses, AddressSource::Kallsyms, sources));
-    };
-    let table = symtab::parse(data, name)?;
-    let (Some(runtime), Some(linked)) = (k.get(SHIFT_ANCHOR), table.get(SHIFT_ANCHOR)) else {
-        warnings.push(format!("{name} ignored: {SHIFT_ANCHOR} is missing from it or from kallsyms, so the KASLR shift cannot be measured"));
-        return Ok((addresses, AddressSource::Kallsyms, sources));
-    };
-    let shift = runtime.wrapping_sub(linked) as i64;
-    for check in SHIFT_CHECKS {
-        if let (Some(r), Some(l)) = (k.get(check), table.get(check))
-            && r.wrapping_sub(l) as i64 != shift
-        {
-            warnings.push(format!(
-                    "{name} ignored: {check} is shifted by {:#x} but {SHIFT_ANCHOR} by {shift:#x}, so it is not this kernel's map",
-                    r.wrapping_sub(l) as i64
-                ));
-            return Ok((addresses, AddressSource::Kallsyms, sources));
-        }
-    }
-    let mut added = 0;
-    for (sym, entry) in &table.symbols {
-        if addresses.contains_key(sym) {
-            continue;
-        }
-        // The image moves as a whole; absolute symbols and per-CPU offsets (below it) do not.
-        let relocated = entry.address >= linked && !entry.kind.eq_ignore_ascii_case(&'a');
-        let address = if relocated {
-            entry.address.wrapping_add(shift as u64)
-        } else {
-            entry.address
-        };
-        addresses.insert(sym.clone(), address);
-        added += 1;
-    }
-    sources.push(map_source(name, data));
     Ok((
         addresses,
-        AddressSource::KallsymsAndSystemMap {
-            file: name.clone(),
-            kaslr_shift: shift,
-            added,
-        },
-        sources,
+        AddressSource::Kallsyms { kaslr_shift: shift as i64 },
+        vec![source_file("kallsyms", inputs.kallsyms.as_deref().unwrap_or_default())],
     ))
 }
 
@@ -593,11 +597,11 @@ fn missing_symbols_hint(inputs: &KernelInputs, source: &AddressSource) -> String
         .as_deref()
         .and_then(|k| symtab::parse(k, "kallsyms").ok());
     match (source, kallsyms) {
-        (AddressSource::Kallsyms, Some(k)) if k.data_symbol_count() < 1000 => format!(
+        (AddressSource::Kallsyms { .. }, Some(k)) if k.data_symbol_count() < 1000 => format!(
             "kallsyms lists only {} data symbols, so the kernel lacks CONFIG_KALLSYMS_ALL; collect /boot/System.map-<release> to supply them",
             k.data_symbol_count()
         ),
-        (AddressSource::SystemMap { file }, _) => format!("{file} does not define them"),
+        (AddressSource::SystemMap { file, .. }, _) => format!("{file} does not define them"),
         _ => "the symbol table does not define them".to_string(),
     }
 }

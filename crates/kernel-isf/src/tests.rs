@@ -389,16 +389,16 @@ fn build_types_required_symbols_and_the_banner_identifier() {
 
     assert_eq!(
         doc["symbols"]["init_task"],
-        json!({"address": 0xffffffff9be0c940u64, "type": {"kind": "struct", "name": "task_struct"}})
+        json!({"address": 0xffffffff82e0c940u64, "type": {"kind": "struct", "name": "task_struct"}})
     );
-    assert_eq!(doc["symbols"]["init_mm"]["address"], 0xffffffff9be10000u64);
+    assert_eq!(doc["symbols"]["init_mm"]["address"], 0xffffffff82e10000u64);
     assert_eq!(
         doc["symbols"]["init_top_pgt"],
-        json!({"address": 0xffffffff9be00000u64})
+        json!({"address": 0xffffffff82e00000u64})
     );
     assert_eq!(
         doc["symbols"]["do_fork"],
-        json!({"address": 0xffffffff9a100000u64})
+        json!({"address": 0xffffffff81100000u64})
     );
     assert_eq!(
         doc["symbols"]["_text"]["type"],
@@ -429,7 +429,8 @@ fn build_types_required_symbols_and_the_banner_identifier() {
 
     let s = &isf.summary;
     assert_eq!(s.kernel_release, "6.1.0-18-amd64");
-    assert_eq!(s.address_source, AddressSource::Kallsyms);
+    // kallsyms' _text at 0xffffffff9a000000: moved back by 400 MiB to link-time addresses.
+    assert_eq!(s.address_source, AddressSource::Kallsyms { kaslr_shift: 0x1900_0000 });
     assert_eq!(s.symbols, 11);
     assert_eq!(s.symbols_typed_from_btf, 1);
     assert!(s.inferred.iter().any(|i| i.symbol == "init_task"
@@ -507,7 +508,7 @@ fn known_global_whose_type_is_absent_stays_untyped_and_is_reported() {
     assert_eq!(
         isf.document.symbols["mod_tree"],
         isf::Symbol {
-            address: 0xffffffff9be40000,
+            address: 0xffffffff82e40000,
             ty: None,
             constant_data: None
         }
@@ -681,11 +682,11 @@ fn kallsyms_without_data_symbols_names_what_is_missing_and_why() {
 }
 
 #[test]
-fn system_map_fills_in_kallsyms_gaps_moved_by_the_kaslr_shift() {
+fn system_map_gives_link_time_addresses_and_kallsyms_extras_are_moved_back() {
     let k = mini_kernel();
     let mut inp = inputs(k.builder.build());
-    // kallsyms without data symbols, runtime base 0xffffffff9a000000.
-    inp.kallsyms = Some(b"ffffffff9a000000 T _text\nffffffff9a000000 T _stext\nffffffff9b000000 T _etext\nffffffff9a100000 T do_fork\n".to_vec());
+    // kallsyms without data symbols, runtime base 0xffffffff9a000000; one symbol the map lacks.
+    inp.kallsyms = Some(b"ffffffff9a000000 T _text\nffffffff9a000000 T _stext\nffffffff9b000000 T _etext\nffffffff9a100000 T do_fork\nffffffff9a200000 T only_in_kallsyms\n".to_vec());
     let map = "\
 ffffffff81000000 T _text
 ffffffff81000000 T _stext
@@ -704,52 +705,38 @@ ffffffff82000100 A abs_marker
     let shift = 0x1900_0000i64;
     assert_eq!(
         isf.summary.address_source,
-        AddressSource::KallsymsAndSystemMap {
-            file: "System.map-6.1.0-18-amd64".into(),
-            kaslr_shift: shift,
-            added: 7
-        }
+        AddressSource::SystemMap { file: "System.map-6.1.0-18-amd64".into(), kaslr_shift: Some(shift), added: 1 }
     );
-    assert_eq!(
-        isf.document.symbols["init_task"].address,
-        0xffffffff82e0c940 + shift as u64
-    );
-    assert_eq!(
-        isf.document.symbols["do_fork"].address, 0xffffffff9a100000,
-        "kallsyms wins"
-    );
-    assert_eq!(
-        isf.document.symbols["runqueues"].address, 0x20000,
-        "per-CPU offsets are not moved"
-    );
-    assert_eq!(
-        isf.document.symbols["abs_marker"].address, 0xffffffff82000100,
-        "absolute symbols are not moved"
-    );
+    assert_eq!(isf.document.symbols["init_task"].address, 0xffffffff82e0c940, "link-time, as the map has it");
+    assert_eq!(isf.document.symbols["do_fork"].address, 0xffffffff81100000);
+    assert_eq!(isf.document.symbols["only_in_kallsyms"].address, 0xffffffff81200000, "moved back by the shift");
+    assert_eq!(isf.document.symbols["runqueues"].address, 0x20000, "per-CPU offsets are not moved");
+    assert_eq!(isf.document.symbols["abs_marker"].address, 0xffffffff82000100, "absolute symbols are not moved");
     assert_eq!(isf.document.metadata.linux.symbols.len(), 2);
 
-    // A map whose layout differs from the running kernel is ignored, not trusted.
+    // A map whose layout differs from the running kernel is ignored, not trusted: kallsyms alone has no
+    // init_task here.
     let wrong = map.replace("ffffffff82000000 T _etext", "ffffffff82100000 T _etext");
     inp.system_maps = vec![("System.map-6.1.0-18-amd64".into(), wrong.into_bytes())];
     let e = build(&inp).unwrap_err();
     assert!(matches!(e, Error::MissingSymbols { .. }), "{e}");
-    let lenient = build_with(
-        &inp,
-        &BuildOptions {
-            allow_missing_symbols: true,
-        },
-    )
-    .unwrap();
-    assert_eq!(lenient.summary.address_source, AddressSource::Kallsyms);
+    let lenient = build_with(&inp, &BuildOptions { allow_missing_symbols: true }).unwrap();
+    assert_eq!(lenient.summary.address_source, AddressSource::Kallsyms { kaslr_shift: shift });
     assert!(
-        lenient
-            .summary
-            .warnings
-            .iter()
-            .any(|w| w.contains("_etext is shifted")),
+        lenient.summary.warnings.iter().any(|w| w.contains("ignored: _etext is shifted differently")),
         "{:?}",
         lenient.summary.warnings
     );
+}
+
+#[test]
+fn kallsyms_that_is_not_a_kaslr_step_from_the_default_link_address_is_refused() {
+    let k = mini_kernel();
+    let mut inp = inputs(k.builder.build());
+    inp.kallsyms = Some(KALLSYMS.replace("ffffffff9a000000 T _text", "ffffffff9a001000 T _text").into_bytes());
+    let e = build(&inp).unwrap_err();
+    assert!(matches!(e, Error::UnknownLinkAddress { .. }), "{e}");
+    assert!(e.to_string().contains("System.map"), "{e}");
 }
 
 #[test]
@@ -765,9 +752,7 @@ fn zeroed_kallsyms_falls_back_to_the_unshifted_system_map() {
     let isf = build(&inp).unwrap();
     assert_eq!(
         isf.summary.address_source,
-        AddressSource::SystemMap {
-            file: "System.map-6.1.0-18-amd64".into()
-        }
+        AddressSource::SystemMap { file: "System.map-6.1.0-18-amd64".into(), kaslr_shift: None, added: 0 }
     );
     assert_eq!(
         isf.document.symbols["init_task"].address,

@@ -116,7 +116,8 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
     let parsed = check_image(sc, &bucket, &key, &sha256).await?;
     let (quality, refusal) = match &parsed {
         Ok(layout) => {
-            let (quality, refusal) = lime::assess(layout, Some(memory_mib * MIB), sc.ctx.config.memory_min_coverage_percent);
+            let (quality, refusal) =
+                lime::assess(layout, Some(memory_mib * MIB), sc.ctx.config.memory_min_coverage_percent, sc.target.kernel_banner.as_deref());
             (Some(quality), refusal)
         }
         Err(defect) => (None, Some(lime::Refusal { reason: defect.reason(), message: defect.to_string() })),

@@ -91,6 +91,8 @@ pub async fn resolve(ctx: &Context, capture: &ForensicCapture) -> Result<TargetF
         state: Some(info.state),
         ssm_managed: Some(ssm_managed),
         node_name,
+        // Reported by the instance itself, in the volatile step.
+        kernel_banner: None,
     })
 }
 
