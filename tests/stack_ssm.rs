@@ -10,18 +10,8 @@ use aws_sdk_ssm::{
     types::CommandInvocationStatus,
 };
 
-async fn send(ssm: &aws_sdk_ssm::Client, instance_id: &str, commands: &[&str], execution_timeout: Option<u32>) -> String {
-    let mut request = ssm
-        .send_command()
-        .document_name("AWS-RunShellScript")
-        .instance_ids(instance_id)
-        .parameters("commands", commands.iter().map(|c| c.to_string()).collect());
-    if let Some(t) = execution_timeout {
-        request = request.parameters("executionTimeout", vec![t.to_string()]);
-    }
-    let sent = request.send().await.expect("SendCommand");
-    sent.command().unwrap().command_id().unwrap().to_string()
-}
+/// The same SendCommand whatever backs the instance (sandbox here, a guest in stack_vm).
+use support::vm::send;
 
 /// Polls like a careful client: InvocationDoesNotExist right after SendCommand is retried, not fatal.
 async fn wait_for_result(ssm: &aws_sdk_ssm::Client, command_id: &str, instance_id: &str) -> (GetCommandInvocationOutput, u32) {

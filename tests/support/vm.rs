@@ -52,6 +52,7 @@ pub fn instance_dir(instance_id: &str) -> PathBuf {
     stack().ssm_state_dir().join("instances").join(instance_id)
 }
 
+/// SendCommand of `AWS-RunShellScript` (any instance, sandbox or guest): the command ID.
 pub async fn send(ssm: &aws_sdk_ssm::Client, instance_id: &str, commands: &[&str], execution_timeout: Option<u32>) -> String {
     let mut request = ssm
         .send_command()
