@@ -291,10 +291,11 @@ pub fn assess(layout: &ImageLayout, memory_bytes: Option<u64>, min_coverage_perc
     let kernel_banner = reported.map(str::to_string).or_else(|| layout.kernel_banners.first().cloned());
     let zero_page_percent = if layout.pages == 0 { 100.0 } else { one_decimal(layout.zero_pages as f64 * 100.0 / layout.pages as f64) };
     let coverage_percent = memory_bytes.filter(|m| *m > 0).map(|m| one_decimal(layout.captured_bytes as f64 * 100.0 / m as f64));
+    // Kubernetes schemas know int64, not uint64; no image comes near i64::MAX bytes.
     let quality = ImageQuality {
-        ranges: layout.ranges,
-        captured_bytes: layout.captured_bytes,
-        memory_bytes,
+        ranges: layout.ranges as i64,
+        captured_bytes: layout.captured_bytes as i64,
+        memory_bytes: memory_bytes.map(|m| m as i64),
         coverage_percent,
         zero_page_percent,
         kernel_banner: kernel_banner.clone(),

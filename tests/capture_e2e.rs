@@ -117,8 +117,8 @@ async fn capture_of_a_two_volume_instance_reaches_isolated_with_every_artifact()
     // The quality gate's measurements: the stand-in's 3 ranges, its banner, no zero pages.
     let quality = memory.image.as_ref().expect("image quality recorded");
     assert_eq!(quality.ranges, 3);
-    assert_eq!(quality.captured_bytes, image_size - 3 * 32, "every byte but the three LiME headers");
-    assert_eq!(quality.memory_bytes, Some(target.memory_mib.unwrap() as u64 * MIB));
+    assert_eq!(quality.captured_bytes as u64, image_size - 3 * 32, "every byte but the three LiME headers");
+    assert_eq!(quality.memory_bytes, Some(target.memory_mib.unwrap() * MIB as i64));
     assert!(quality.kernel_banner.as_deref().is_some_and(|b| b.starts_with("Linux version 6.1.0-fake")), "{quality:?}");
     assert!(quality.zero_page_percent < 1.0, "{quality:?}");
 

@@ -364,12 +364,12 @@ pub struct Artifact {
 #[serde(rename_all = "camelCase")]
 pub struct ImageQuality {
     /// LiME ranges in the image.
-    pub ranges: u64,
+    pub ranges: i64,
     /// Bytes of physical memory the image holds (headers excluded).
-    pub captured_bytes: u64,
+    pub captured_bytes: i64,
     /// Memory of the instance type, in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_bytes: Option<u64>,
+    pub memory_bytes: Option<i64>,
     /// capturedBytes as a share of memoryBytes, in percent (one decimal). AVML leaves out 16 MiB blocks that are
     /// all zeros, so this is below 100 on most instances.
     #[serde(default, skip_serializing_if = "Option::is_none")]
