@@ -235,9 +235,7 @@ async fn an_image_far_smaller_than_the_instance_memory_is_refused_as_incomplete(
     let env = CaptureEnv::new("coverage").await;
     let instance = support::run_instance(&stack.ec2().await, 0, &[]).await.instance_id;
     set_instance_memory(&instance, 6 * 1024 * 1024);
-    let mut controller_env = env.controller_env();
-    controller_env.retain(|(k, _)| *k != "FC_MEMORY_MIN_COVERAGE_PERCENT");
-    let _controller = support::controller::ControllerProcess::start(&controller_env, &format!("{}-coverage", env.namespace));
+    let _controller = env.start_controller_with_default_gate("coverage");
     env.apply(&capture_yaml("coverage", &instance, "")).await;
     let capture = env.wait_completed("coverage").await;
     let (state, reason, message) = step(&capture, "memory");

@@ -62,13 +62,6 @@ async fn real_capture_env(prefix: &str) -> CaptureEnv {
     env
 }
 
-/// The controller with the production defaults of the quality gate (the fixtures relax them for the stand-in).
-fn start_controller(env: &CaptureEnv, log: &str) -> support::controller::ControllerProcess {
-    let mut vars = env.controller_env();
-    vars.retain(|(k, _)| *k != "FC_MEMORY_MIN_COVERAGE_PERCENT");
-    support::controller::ControllerProcess::start(&vars, &format!("{}-{log}", env.namespace))
-}
-
 fn step(capture: &ForensicCapture, pick: impl Fn(&forensic_capture::api::Steps) -> &Option<forensic_capture::api::StepRecord>) -> (StepState, String, String) {
     let record = pick(&capture.status.as_ref().unwrap().steps).clone().expect("step recorded");
     (record.state, record.reason.unwrap_or_default(), record.message.unwrap_or_default())
@@ -119,7 +112,7 @@ async fn a_real_guest_is_captured_and_volatility_lists_its_processes_from_the_ca
     assert_eq!(kernel_release, vm::kernel_release(), "the guest runs the VM tier's kernel");
 
     let env = real_capture_env("realvm").await;
-    let _controller = start_controller(&env, "realvm");
+    let _controller = env.start_controller_with_default_gate("realvm");
     let started = std::time::Instant::now();
     env.apply(&capture_yaml("real", instance, "  isolation:\n    allowIngressCidrs: [203.0.113.7/32]\n")).await;
     let capture = env.wait_for("real", CAPTURE_TIMEOUT, |c| c.status.as_ref().is_some_and(|s| s.completed_at.is_some())).await;
@@ -181,7 +174,7 @@ async fn a_guest_under_lockdown_ends_memory_with_kernel_lockdown_and_containment
     let (_, lockdown, _) = run_in_guest(instance, "cat /sys/kernel/security/lockdown").await;
     assert!(lockdown.contains("[confidentiality]"), "{lockdown}");
     let env = real_capture_env("lockdown").await;
-    let _controller = start_controller(&env, "lockdown");
+    let _controller = env.start_controller_with_default_gate("lockdown");
 
     env.apply(&capture_yaml("isolate", instance, "  disk: {enabled: false}\n")).await;
     let capture = env.wait_for("isolate", CAPTURE_TIMEOUT, |c| c.status.as_ref().is_some_and(|s| s.completed_at.is_some())).await;

@@ -115,6 +115,13 @@ impl CaptureEnv {
         ControllerProcess::start(&self.controller_env(), &format!("{}-{log_name}", self.namespace))
     }
 
+    /// The controller with the production default of the image quality gate's coverage check.
+    pub fn start_controller_with_default_gate(&self, log_name: &str) -> ControllerProcess {
+        let mut vars = self.controller_env();
+        vars.retain(|(k, _)| *k != "FC_MEMORY_MIN_COVERAGE_PERCENT");
+        ControllerProcess::start(&vars, &format!("{}-{log_name}", self.namespace))
+    }
+
     pub fn captures(&self) -> Api<ForensicCapture> {
         Api::namespaced(self.kube.clone(), &self.namespace)
     }

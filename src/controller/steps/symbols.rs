@@ -30,22 +30,20 @@ pub async fn build(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, buc
     };
     let started = std::time::Instant::now();
     // Parsing BTF and compressing the JSON take CPU-seconds: off the async workers.
-    let built = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, kernel_isf::Summary, Option<String>), (kernel_isf::Error, Option<String>)> {
-        let inputs = kernel_isf::inputs_from_archive(&archive).map_err(|e| (e, None))?;
+    let (banner, built) = tokio::task::spawn_blocking(move || {
+        let inputs = match kernel_isf::inputs_from_archive(&archive) {
+            Ok(inputs) => inputs,
+            Err(e) => return (None, Err(e)),
+        };
         let banner = inputs.banner.as_deref().map(|b| String::from_utf8_lossy(b).trim_end().to_string());
-        let isf = kernel_isf::build(&inputs).map_err(|e| (e, banner.clone()))?;
-        Ok((isf.to_json_xz(), isf.summary(), banner))
+        (banner, kernel_isf::build(&inputs).map(|isf| (isf.to_json_xz(), isf.summary())))
     })
     .await
     .map_err(|e| StepError::Retry(format!("building Volatility symbols for instance {instance_id}: {e}")))?;
     // The banner is worth recording even when no ISF can be made: the memory image is checked against it.
-    let banner = match &built {
-        Ok((_, _, banner)) | Err((_, banner)) => banner.clone(),
-    };
     if let Some(target) = status.target.as_mut() {
         target.kernel_banner = banner;
     }
-    let built = built.map(|(body, summary, _)| (body, summary)).map_err(|(e, _)| e);
     let (body, summary) = match built {
         Ok(built) => built,
         Err(e) => {
