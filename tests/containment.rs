@@ -5,6 +5,7 @@ mod support;
 
 use forensic_capture::api::Phase;
 use support::{
+    controller::ControllerProcess,
     fixtures::{CaptureEnv, capture_yaml},
     iam::{Fleet, instance_profile},
 };
@@ -249,6 +250,49 @@ async fn containment_killed_between_any_two_steps_ends_the_same_with_no_duplicat
     assert_eq!(snapshots.snapshots().len(), record.termination.unwrap().volumes.len(), "one snapshot set");
 }
 
+/// Capture `name` of `target` with containment only (no volatile, memory or disk step), `isolation` being its
+/// one line of `spec.isolation`; returns the environment, its controller (still running) and the completed capture.
+async fn contained_only(name: &str, target: &str, isolation: &str) -> (CaptureEnv, ControllerProcess, forensic_capture::api::ForensicCapture) {
+    let env = CaptureEnv::new(name).await;
+    let controller = env.start_controller(name);
+    let spec = format!("  memory: {{enabled: false}}\n  volatile: {{enabled: false}}\n  disk: {{enabled: false}}\n  isolation:\n    {isolation}\n");
+    env.apply(&capture_yaml(name, target, &spec)).await;
+    let capture = env.wait_completed(name).await;
+    (env, controller, capture)
+}
+
+/// Responder CIDRs of both families: an IPv4 one becomes an IPv4 range and an IPv6 one an IPv6 range of the
+/// isolation group (EC2 refuses an IPv6 CIDR given as `CidrIp`, which would leave the instance reachable).
+#[tokio::test]
+async fn ipv6_responder_cidrs_become_ipv6_ranges_of_the_isolation_group() {
+    let ec2 = support::stack().ec2().await;
+    let target = support::run_instance(&ec2, 0, &[]).await.instance_id;
+    let (_env, _controller, capture) = contained_only("contain-ipv6", &target, "allowIngressCidrs: [203.0.113.7/32, \"2001:db8:1234::/48\"]").await;
+    let status = capture.status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Isolated), "{status:#?}");
+    let group_id = status.isolation.unwrap().security_group_id.unwrap();
+    let assert_rules = |group: &aws_sdk_ec2::types::SecurityGroup, when: &str| {
+        assert!(group.ip_permissions_egress().is_empty(), "{when}: no egress: {:#?}", group.ip_permissions_egress());
+        let all = group.ip_permissions().iter().filter(|p| p.ip_protocol() == Some("-1"));
+        let v4: Vec<(&str, Option<&str>)> = all.clone().flat_map(|p| p.ip_ranges()).filter_map(|r| Some((r.cidr_ip()?, r.description()))).collect();
+        let v6: Vec<(&str, Option<&str>)> = all.flat_map(|p| p.ipv6_ranges()).filter_map(|r| Some((r.cidr_ipv6()?, r.description()))).collect();
+        let description = Some("forensic-capture responder access");
+        assert_eq!(v4, vec![("203.0.113.7/32", description)], "{when}: IPv4 ranges of protocol -1: {:#?}", group.ip_permissions());
+        assert_eq!(v6, vec![("2001:db8:1234::/48", description)], "{when}: IPv6 ranges of protocol -1: {:#?}", group.ip_permissions());
+        let ranges: usize = group.ip_permissions().iter().map(|p| p.ip_ranges().len() + p.ipv6_ranges().len() + p.user_id_group_pairs().len() + p.prefix_list_ids().len()).sum();
+        assert_eq!(ranges, 2, "{when}: no other ingress: {:#?}", group.ip_permissions());
+    };
+    let described = ec2.describe_security_groups().group_ids(&group_id).send().await.unwrap();
+    assert_rules(&described.security_groups()[0], "after containment");
+
+    // Setting the rules again (a restart after they were set) finds both ranges present and adds nothing.
+    use forensic_capture::aws::ec2::{Ec2Api, SdkEc2};
+    let cidrs = ["203.0.113.7/32".to_string(), "2001:db8:1234::/48".to_string()];
+    SdkEc2(ec2.clone()).ensure_isolation_rules(&group_id, &cidrs).await.expect("rules set again");
+    let described = ec2.describe_security_groups().group_ids(&group_id).send().await.unwrap();
+    assert_rules(&described.security_groups()[0], "after setting them again");
+}
+
 async fn current_profile(ec2: &aws_sdk_ec2::Client, instance_id: &str) -> Option<String> {
     let associations = ec2
         .describe_iam_instance_profile_associations()
@@ -286,15 +330,7 @@ async fn detach_takes_the_instance_out_of_its_group_and_release_puts_it_back() {
     let asg = aws_sdk_autoscaling::Client::new(&aws);
     let fleet = fleet_behind_a_load_balancer().await;
     let target = fleet.instances[0].clone();
-    let env = CaptureEnv::new("detach").await;
-    let _controller = env.start_controller("detach");
-    env.apply(&capture_yaml(
-        "detach",
-        &target,
-        "  memory: {enabled: false}\n  volatile: {enabled: false}\n  disk: {enabled: false}\n  isolation:\n    autoScaling: Detach\n",
-    ))
-    .await;
-    let capture = env.wait_completed("detach").await;
+    let (env, _controller, capture) = contained_only("detach", &target, "autoScaling: Detach").await;
     let record = capture.status.clone().unwrap().isolation.unwrap();
     assert_eq!(record.auto_scaling.as_ref().unwrap().exit, Some(forensic_capture::api::AutoScalingExit::Detach));
     let group = asg.describe_auto_scaling_groups().auto_scaling_group_names(&fleet.group_name).send().await.unwrap();

@@ -76,6 +76,23 @@ async fn invalid_specs_are_rejected_with_a_specific_message() {
     }
 }
 
+/// An ingress CIDR of prefix length 0 admits every address: isolation with it is no isolation, so the API server
+/// refuses it at apply time and says why; responder networks of either family are accepted.
+#[tokio::test]
+async fn an_all_addresses_ingress_cidr_is_refused_and_responder_networks_are_accepted() {
+    let (api, _) = setup().await;
+    let spec = |cidr: &str| json!({"caseId": "C", "target": {"instanceId": "i-0123456789abcdef0"}, "isolation": {"allowIngressCidrs": ["203.0.113.7/32", cidr]}});
+    for (name, cidr) in [("all-v4", "0.0.0.0/0"), ("all-v6", "::/0")] {
+        let msg = rejected(&api, name, spec(cidr)).await;
+        assert!(msg.contains("spec.isolation.allowIngressCidrs"), "{cidr}: {msg}");
+        assert!(msg.contains("admits every address") && msg.contains("isolation that admits everyone is no isolation"), "{cidr}: {msg}");
+    }
+    for (name, cidr) in [("responder-v4", "198.51.100.0/24"), ("responder-v6", "2001:db8:1234::/48")] {
+        let created = api.create(&PostParams::default(), &object(name, spec(cidr))).await.unwrap_or_else(|e| panic!("{cidr} accepted: {e}"));
+        assert_eq!(created.spec.isolation.allow_ingress_cidrs, vec!["203.0.113.7/32".to_string(), cidr.to_string()]);
+    }
+}
+
 #[tokio::test]
 async fn a_valid_spec_is_accepted_with_defaults_and_is_then_immutable() {
     let (api, _) = setup().await;

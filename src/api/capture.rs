@@ -120,10 +120,13 @@ pub struct IsolationSpec {
     #[serde(default = "yes")]
     pub enabled: bool,
 
-    /// Source CIDRs allowed in (responder access), all ports. Empty: no ingress at all. Egress is always
-    /// denied.
+    /// Source CIDRs allowed in (responder access), all ports: IPv4 or IPv6 (such as 203.0.113.7/32 or
+    /// 2001:db8:1234::/48), with no host bits set. A prefix length of 0 (0.0.0.0/0, ::/0) is refused: it admits
+    /// every address, and isolation that admits everyone is no isolation. Empty: no ingress at all. Egress is
+    /// always denied.
     #[serde(default)]
     #[x_kube(validation = Rule::new("self.all(c, isCIDR(c) && cidr(c) == cidr(c).masked())").message("each entry must be a CIDR with no host bits set, such as 203.0.113.7/32"))]
+    #[x_kube(validation = Rule::new("self.all(c, !isCIDR(c) || cidr(c).prefixLength() != 0)").message("an ingress CIDR with prefix length 0 (0.0.0.0/0, ::/0) admits every address: isolation that admits everyone is no isolation; name the responder networks instead"))]
     #[schemars(length(max = 20), inner(length(max = 43)))]
     pub allow_ingress_cidrs: Vec<String>,
 

@@ -3,7 +3,7 @@
 use std::future::Future;
 
 use aws_sdk_ec2::types::{
-    Filter, InstanceSpecification, IpPermission, IpRange, ResourceType, Tag, TagSpecification,
+    Filter, InstanceSpecification, IpPermission, IpRange, Ipv6Range, ResourceType, Tag, TagSpecification,
 };
 
 use super::AwsError;
@@ -95,6 +95,24 @@ pub trait Ec2Api: Send + Sync {
 
 #[derive(Clone)]
 pub struct SdkEc2(pub aws_sdk_ec2::Client);
+
+/// Whether a CIDR (already validated by the CRD's CEL rule) is an IPv6 one: only IPv6 notation has colons.
+fn is_ipv6_cidr(cidr: &str) -> bool {
+    cidr.contains(':')
+}
+
+/// Whether two CIDRs name the same network, however they are spelled (IPv6 has many spellings of one address,
+/// and EC2 may answer with another than the one asked for).
+fn same_cidr(a: &str, b: &str) -> bool {
+    fn parse(cidr: &str) -> Option<(std::net::IpAddr, u8)> {
+        let (address, length) = cidr.split_once('/')?;
+        Some((address.parse().ok()?, length.parse().ok()?))
+    }
+    match (parse(a), parse(b)) {
+        (Some(a), Some(b)) => a == b,
+        _ => a == b,
+    }
+}
 
 fn tag_spec(resource: ResourceType, tags: &[(String, String)]) -> TagSpecification {
     tags.iter()
@@ -463,7 +481,8 @@ impl Ec2Api for SdkEc2 {
         output.group_id().map(str::to_string).ok_or_else(|| AwsError::local("ec2:CreateSecurityGroup", "MissingGroupId", "the response carried no group ID"))
     }
 
-    /// Makes the group's rules exactly: no egress, all-protocol ingress from each allowed CIDR. Idempotent, so a
+    /// Makes the group's rules exactly: no egress, all-protocol ingress from each allowed CIDR (IPv4 ones as
+    /// `IpRanges`, IPv6 ones as `Ipv6Ranges`: EC2 refuses an IPv6 CIDR given as `CidrIp`). Idempotent, so a
     /// restart between creating the group and setting its rules repairs it.
     async fn ensure_isolation_rules(&self, group_id: &str, allow_ingress_cidrs: &[String]) -> Result<(), AwsError> {
         let described = self
@@ -488,14 +507,23 @@ impl Ec2Api for SdkEc2 {
             .ip_permissions()
             .iter()
             .filter(|p| p.ip_protocol() == Some("-1"))
-            .flat_map(|p| p.ip_ranges().iter().filter_map(|r| r.cidr_ip().map(str::to_string)))
+            .flat_map(|p| {
+                let v4 = p.ip_ranges().iter().filter_map(|r| r.cidr_ip());
+                let v6 = p.ipv6_ranges().iter().filter_map(|r| r.cidr_ipv6());
+                v4.chain(v6).map(str::to_string)
+            })
             .collect();
-        let missing: Vec<&String> = allow_ingress_cidrs.iter().filter(|c| !present.contains(c)).collect();
+        let missing: Vec<&String> = allow_ingress_cidrs.iter().filter(|c| !present.iter().any(|p| same_cidr(p, c))).collect();
         if !missing.is_empty() {
+            const DESCRIPTION: &str = "forensic-capture responder access";
             let permission = missing
                 .iter()
                 .fold(IpPermission::builder().ip_protocol("-1"), |b, c| {
-                    b.ip_ranges(IpRange::builder().cidr_ip(c.as_str()).description("forensic-capture responder access").build())
+                    if is_ipv6_cidr(c) {
+                        b.ipv6_ranges(Ipv6Range::builder().cidr_ipv6(c.as_str()).description(DESCRIPTION).build())
+                    } else {
+                        b.ip_ranges(IpRange::builder().cidr_ip(c.as_str()).description(DESCRIPTION).build())
+                    }
                 })
                 .build();
             self.0
@@ -518,5 +546,22 @@ impl Ec2Api for SdkEc2 {
             .await
             .map_err(|e| AwsError::from_sdk("ec2:ModifyNetworkInterfaceAttribute", e))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs_are_told_apart_by_family_and_compared_as_networks() {
+        assert!(!is_ipv6_cidr("203.0.113.7/32"));
+        assert!(is_ipv6_cidr("2001:db8:1234::/48"));
+        assert!(is_ipv6_cidr("::ffff:203.0.113.7/128"));
+        assert!(same_cidr("2001:db8:1234::/48", "2001:DB8:1234:0:0::/48"));
+        assert!(same_cidr("203.0.113.7/32", "203.0.113.7/32"));
+        assert!(!same_cidr("2001:db8:1234::/48", "2001:db8:1234::/64"));
+        assert!(!same_cidr("203.0.113.7/32", "203.0.113.8/32"));
+        assert!(!same_cidr("::ffff:203.0.113.7/128", "203.0.113.7/32"), "an IPv4-mapped IPv6 range is an IPv6 rule");
     }
 }
