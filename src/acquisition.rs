@@ -112,6 +112,18 @@ pub fn script_error(stdout: &str) -> Option<(String, String)> {
     })
 }
 
+/// The stable reason for a reason word the scripts report (`FC-ERROR <Reason> ...`). The scripts name the tool
+/// generically; the controller's reasons name AVML. A word outside the table is CommandFailed (the caller keeps
+/// the word in the message).
+pub fn script_reason(word: &str) -> crate::api::Reason {
+    use crate::api::Reason;
+    match word {
+        "ToolChecksumMismatch" => Reason::AvmlChecksumMismatch,
+        "ToolDownloadFailed" => Reason::AvmlDownloadFailed,
+        other => other.parse().unwrap_or(Reason::CommandFailed),
+    }
+}
+
 /// One uploaded part, as the instance reported it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReportedPart {

@@ -9,6 +9,7 @@
 //! weeks later is finding out too late. AWS's Automated Forensic Orchestrator rejects images without a banner
 //! for the same reason.
 
+use crate::api::Reason;
 use crate::api::ImageQuality;
 
 /// "EMiL" read as a little-endian u32.
@@ -50,10 +51,10 @@ pub enum ImageDefect {
 }
 
 impl ImageDefect {
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            ImageDefect::Malformed(_) => "ImageMalformed",
-            ImageDefect::Truncated(_) => "ImageTruncated",
+            ImageDefect::Malformed(_) => Reason::ImageMalformed,
+            ImageDefect::Truncated(_) => Reason::ImageTruncated,
         }
     }
 }
@@ -275,7 +276,7 @@ fn banner_start(bytes: &[u8]) -> Option<usize> {
 /// Refused by the gate: a stable reason and a message naming what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
 }
 
@@ -302,7 +303,7 @@ pub fn assess(layout: &ImageLayout, memory_bytes: Option<u64>, min_coverage_perc
     };
     let refusal = if zero_page_percent >= MAX_ZERO_PAGE_PERCENT {
         Some(Refusal {
-            reason: "ImageMostlyZero",
+            reason: Reason::ImageMostlyZero,
             message: format!(
                 "{zero_page_percent}% of the image's {} pages are all zeros (refused at {MAX_ZERO_PAGE_PERCENT}% or more): the acquisition read no real memory",
                 layout.pages
@@ -310,12 +311,12 @@ pub fn assess(layout: &ImageLayout, memory_bytes: Option<u64>, min_coverage_perc
         })
     } else if kernel_banner.is_none() {
         Some(Refusal {
-            reason: "KernelBannerMissing",
+            reason: Reason::KernelBannerMissing,
             message: format!("no kernel banner (\"Linux version ...\") in {} bytes of memory: the image cannot be matched to a kernel for analysis", layout.captured_bytes),
         })
     } else if let Some(coverage) = coverage_percent.filter(|c| min_coverage_percent > 0.0 && *c < min_coverage_percent) {
         Some(Refusal {
-            reason: "ImageIncomplete",
+            reason: Reason::ImageIncomplete,
             message: format!(
                 "the image holds {} bytes, {coverage}% of the instance's {} bytes of memory (the minimum is {min_coverage_percent}%)",
                 layout.captured_bytes,
@@ -383,26 +384,26 @@ mod tests {
     fn a_truncated_image_is_refused_with_where_it_ends() {
         let bytes = image(&[(0x1000, 4), (0x10_0000, 8)], Some(0));
         let cut = inspect_in_chunks(&bytes[..bytes.len() - 100], 4096).unwrap_err();
-        assert_eq!(cut.reason(), "ImageTruncated");
+        assert_eq!(cut.reason(), Reason::ImageTruncated);
         assert!(cut.to_string().contains("inside range 2 with 100 of its bytes missing"), "{cut}");
         let in_header = inspect_in_chunks(&bytes[..32 + 4 * PAGE as usize + 10], 4096).unwrap_err();
         assert!(in_header.to_string().contains("10 bytes into the range header"), "{in_header}");
-        assert_eq!(inspect_in_chunks(&[], 1).unwrap_err().reason(), "ImageTruncated");
+        assert_eq!(inspect_in_chunks(&[], 1).unwrap_err().reason(), Reason::ImageTruncated);
     }
 
     #[test]
     fn headers_that_are_not_lime_or_out_of_order_are_refused() {
         let mut bad_magic = image(&[(0x1000, 1)], None);
         bad_magic[0] = b'X';
-        assert_eq!(inspect_in_chunks(&bad_magic, 64).unwrap_err().reason(), "ImageMalformed");
+        assert_eq!(inspect_in_chunks(&bad_magic, 64).unwrap_err().reason(), Reason::ImageMalformed);
         let descending = image(&[(0x10_0000, 1), (0x1000, 1)], None);
         let defect = inspect_in_chunks(&descending, 64).unwrap_err();
         assert!(defect.to_string().contains("not after the previous range's end"), "{defect}");
         let overlapping = image(&[(0x1000, 2), (0x2000, 1)], None);
-        assert_eq!(inspect_in_chunks(&overlapping, 64).unwrap_err().reason(), "ImageMalformed");
+        assert_eq!(inspect_in_chunks(&overlapping, 64).unwrap_err().reason(), Reason::ImageMalformed);
         let mut trailing = image(&[(0x1000, 1)], None);
         trailing.extend_from_slice(&[0xff; 40]);
-        assert_eq!(inspect_in_chunks(&trailing, 64).unwrap_err().reason(), "ImageMalformed");
+        assert_eq!(inspect_in_chunks(&trailing, 64).unwrap_err().reason(), Reason::ImageMalformed);
     }
 
     #[test]
@@ -412,14 +413,14 @@ mod tests {
         let layout = inspect_in_chunks(&bytes, 8192).unwrap();
         assert_eq!((layout.pages, layout.zero_pages), (100, 100));
         let (quality, refusal) = assess(&layout, Some(1 << 30), 1.0, None);
-        assert_eq!(refusal.unwrap().reason, "ImageMostlyZero");
+        assert_eq!(refusal.unwrap().reason, Reason::ImageMostlyZero);
         assert_eq!(quality.zero_page_percent, 100.0);
     }
 
     #[test]
     fn an_image_without_a_banner_is_refused() {
         let layout = inspect_in_chunks(&image(&[(0x1000, 16)], None), 4096).unwrap();
-        assert_eq!(assess(&layout, Some(16 * PAGE), 1.0, None).1.unwrap().reason, "KernelBannerMissing");
+        assert_eq!(assess(&layout, Some(16 * PAGE), 1.0, None).1.unwrap().reason, Reason::KernelBannerMissing);
         // "Linux version" not followed by a version number is not a banner.
         let mut bytes = image(&[(0x1000, 2)], None);
         bytes[100..114].copy_from_slice(b"Linux version ");
@@ -433,7 +434,7 @@ mod tests {
         let memory = 100 * 16 * PAGE; // the image holds 1%
         let (quality, refusal) = assess(&layout, Some(memory), 5.0, None);
         assert_eq!(quality.coverage_percent, Some(1.0));
-        assert_eq!(refusal.unwrap().reason, "ImageIncomplete");
+        assert_eq!(refusal.unwrap().reason, Reason::ImageIncomplete);
         assert_eq!(assess(&layout, Some(memory), 0.0, None).1, None);
         assert_eq!(assess(&layout, Some(memory), 1.0, None).1, None);
     }

@@ -67,11 +67,9 @@ async fn main() -> anyhow::Result<()> {
             let (manifest, mut expect) = verify_target(&target).await?;
             expect.require_signature |= require_signature;
             let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-            let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&aws).force_path_style(s3_force_path_style).build());
-            let store = forensic_capture::aws::s3::SdkEvidenceStore { s3, sts: aws_sdk_sts::Client::new(&aws), presign_role_arn: None };
-            let ec2 = aws_sdk_ec2::Client::new(&aws);
-            let kms = aws_sdk_kms::Client::new(&aws);
-            let readers = forensic_capture::verify::Readers { store: &store, ec2: &ec2, kms: &kms };
+            let options = forensic_capture::aws::clients::ClientOptions { s3_force_path_style, presign_role_arn: None, observe: None };
+            let clients = forensic_capture::aws::RegionClients::new(&aws, None, &options);
+            let readers = forensic_capture::verify::Readers { store: &clients.store, ec2: &clients.ec2.0, kms: &clients.kms.0 };
             let report = forensic_capture::verify::verify(&readers, &manifest, &expect).await.map_err(anyhow::Error::msg)?;
             for f in &report.findings {
                 println!("{} {:<22} {} {}", if f.ok { "OK  " } else { "FAIL" }, f.name, f.uri, f.detail);

@@ -7,66 +7,13 @@
 //! while the capture is being deleted, so nothing is left half-done or unrecorded.
 
 use crate::api::{
-    AcquisitionFailurePolicy, ForensicCaptureSpec, ForensicCaptureStatus, Phase, StepRecord, StepState,
+    AcquisitionFailurePolicy, ForensicCaptureSpec, ForensicCaptureStatus, Group, Needs, Phase, Reason, StepRecord, StepState,
     conditions::{ACQUIRED, Desired, FAILED, ISOLATED, READY, SNAPSHOTTED},
 };
+pub use crate::api::Step;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    Volatile,
-    Memory,
-    Disk,
-    Isolation,
-}
-
-impl Step {
-    pub const ALL: [Step; 4] = [Step::Volatile, Step::Memory, Step::Disk, Step::Isolation];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Step::Volatile => "volatile",
-            Step::Memory => "memory",
-            Step::Disk => "disk",
-            Step::Isolation => "isolation",
-        }
-    }
-
-    pub fn enabled(self, spec: &ForensicCaptureSpec) -> bool {
-        match self {
-            Step::Volatile => spec.volatile.enabled,
-            Step::Memory => spec.memory.enabled,
-            Step::Disk => spec.disk.enabled,
-            Step::Isolation => spec.isolation.enabled,
-        }
-    }
-
-    pub fn record(self, status: &ForensicCaptureStatus) -> Option<&StepRecord> {
-        let steps = &status.steps;
-        match self {
-            Step::Volatile => steps.volatile.as_ref(),
-            Step::Memory => steps.memory.as_ref(),
-            Step::Disk => steps.disk.as_ref(),
-            Step::Isolation => steps.isolation.as_ref(),
-        }
-    }
-
-    pub fn record_mut(self, status: &mut ForensicCaptureStatus) -> &mut Option<StepRecord> {
-        let steps = &mut status.steps;
-        match self {
-            Step::Volatile => &mut steps.volatile,
-            Step::Memory => &mut steps.memory,
-            Step::Disk => &mut steps.disk,
-            Step::Isolation => &mut steps.isolation,
-        }
-    }
-
-    fn state(self, status: &ForensicCaptureStatus) -> Option<StepState> {
-        self.record(status).map(|r| r.state)
-    }
-
-    fn is_acquisition(self) -> bool {
-        matches!(self, Step::Volatile | Step::Memory)
-    }
+fn state(step: Step, status: &ForensicCaptureStatus) -> Option<StepState> {
+    step.record(status).map(|r| r.state)
 }
 
 /// Facts the planner needs that are not in the status.
@@ -89,17 +36,13 @@ pub enum Action {
     /// Start or continue a step.
     Run(Step),
     /// Record that a step will not run, and why.
-    Skip { step: Step, reason: &'static str, message: String },
+    Skip { step: Step, reason: Reason, message: String },
     /// Every requested step has ended: record completion and release the lock.
     Finish,
 }
 
-pub mod reasons {
-    pub const INSTANCE_NOT_RUNNING: &str = "InstanceNotRunning";
-    pub const NOT_SSM_MANAGED: &str = "NotSsmManaged";
-    pub const UNSUPPORTED_PLATFORM: &str = "UnsupportedPlatform";
-    pub const HELD_AFTER_ACQUISITION_FAILURE: &str = "HeldAfterAcquisitionFailure";
-    pub const CAPTURE_DELETED: &str = "CaptureDeleted";
+fn skip(step: Step, reason: Reason, message: String) -> Action {
+    Action::Skip { step, reason, message }
 }
 
 pub fn next_action(spec: &ForensicCaptureSpec, status: &ForensicCaptureStatus, situation: &Situation) -> Action {
@@ -107,20 +50,16 @@ pub fn next_action(spec: &ForensicCaptureSpec, status: &ForensicCaptureStatus, s
         return Action::Nothing;
     }
     let pending: Vec<Step> =
-        Step::ALL.into_iter().filter(|s| s.enabled(spec) && !s.state(status).is_some_and(StepState::is_terminal)).collect();
+        Step::ALL.iter().copied().filter(|&s| s.enabled(spec) && !state(s, status).is_some_and(StepState::is_terminal)).collect();
     let Some(&first) = pending.first() else {
         return Action::Finish;
     };
     if situation.deleting {
         // Drain: a started step runs to its end; the rest are recorded as not done.
-        if let Some(&running) = pending.iter().find(|s| s.state(status) == Some(StepState::Running)) {
+        if let Some(&running) = pending.iter().find(|&&s| state(s, status) == Some(StepState::Running)) {
             return Action::Run(running);
         }
-        return Action::Skip {
-            step: first,
-            reason: reasons::CAPTURE_DELETED,
-            message: format!("the ForensicCapture was deleted before the {} step started", first.name()),
-        };
+        return skip(first, Reason::CaptureDeleted, format!("the ForensicCapture was deleted before the {} step started", first.name()));
     }
     let Some(target) = status.target.as_ref() else {
         return Action::ResolveTarget;
@@ -128,71 +67,57 @@ pub fn next_action(spec: &ForensicCaptureSpec, status: &ForensicCaptureStatus, s
     if !situation.lock_held {
         return Action::AcquireLock;
     }
-    let started = first.record(status).is_some();
-    match first {
-        Step::Volatile | Step::Memory if !started => {
-            // The on-instance scripts are bash; a Windows instance must never be sent them.
-            if let Some(platform) = target.platform.as_deref().filter(|p| p.to_ascii_lowercase().contains("windows")) {
-                return Action::Skip {
-                    step: first,
-                    reason: reasons::UNSUPPORTED_PLATFORM,
-                    message: format!(
-                        "instance {} runs {platform}: {} acquisition exists for Linux only, so no command was sent",
-                        target.instance_id,
-                        first.name()
-                    ),
-                };
-            }
-            let running = target.state.as_deref() == Some("running");
-            if !running {
-                return Action::Skip {
-                    step: first,
-                    reason: reasons::INSTANCE_NOT_RUNNING,
-                    message: format!(
-                        "instance {} is {}: {} acquisition needs a running instance",
-                        target.instance_id,
-                        target.state.as_deref().unwrap_or("in an unknown state"),
-                        first.name()
-                    ),
-                };
-            }
-            if target.ssm_managed != Some(true) {
-                return Action::Skip {
-                    step: first,
-                    reason: reasons::NOT_SSM_MANAGED,
-                    message: format!(
-                        "instance {} is not an SSM managed node with an online agent: {} acquisition skipped",
-                        target.instance_id,
-                        first.name()
-                    ),
-                };
-            }
-            Action::Run(first)
-        }
-        Step::Isolation if !started => {
-            let failed = acquisition_failure(spec, status);
-            match (failed, spec.isolation.on_acquisition_failure) {
-                (Some(record), AcquisitionFailurePolicy::Hold) => Action::Skip {
-                    step: Step::Isolation,
-                    reason: reasons::HELD_AFTER_ACQUISITION_FAILURE,
-                    message: format!(
-                        "instance {} not isolated: acquisition did not complete ({}) and onAcquisitionFailure is Hold",
-                        target.instance_id,
-                        record.reason.as_deref().unwrap_or("unknown reason")
-                    ),
-                },
-                _ => Action::Run(Step::Isolation),
-            }
-        }
-        step => Action::Run(step),
+    if first.record(status).is_some() {
+        // A step that has started always runs to its end.
+        return Action::Run(first);
     }
+    let info = first.info();
+    if info.needs == Needs::LinuxAgent {
+        let instance = &target.instance_id;
+        // The on-instance scripts are bash; a Windows instance must never be sent them.
+        if let Some(platform) = target.platform.as_deref().filter(|p| p.to_ascii_lowercase().contains("windows")) {
+            return skip(
+                first,
+                Reason::UnsupportedPlatform,
+                format!("instance {instance} runs {platform}: {} acquisition exists for Linux only, so no command was sent", info.name),
+            );
+        }
+        if target.state.as_deref() != Some("running") {
+            let state = target.state.as_deref().unwrap_or("in an unknown state");
+            return skip(first, Reason::InstanceNotRunning, format!("instance {instance} is {state}: {} acquisition needs a running instance", info.name));
+        }
+        if let Some(denied) = &target.ssm_access_denied {
+            return skip(first, Reason::AccessDenied, format!("instance {instance}: cannot ask SSM whether it is a managed node ({denied}): {} acquisition skipped", info.name));
+        }
+        if target.ssm_managed != Some(true) {
+            return skip(
+                first,
+                Reason::NotSsmManaged,
+                format!("instance {instance} is not an SSM managed node with an online agent: {} acquisition skipped", info.name),
+            );
+        }
+    }
+    if info.group == Group::Isolated {
+        if let (Some(record), AcquisitionFailurePolicy::Hold) = (acquisition_failure(spec, status), spec.steps.isolation.on_acquisition_failure) {
+            return skip(
+                first,
+                Reason::HeldAfterAcquisitionFailure,
+                format!(
+                    "instance {} not isolated: acquisition did not complete ({}) and onAcquisitionFailure is Hold",
+                    target.instance_id,
+                    record.reason.as_deref().unwrap_or("unknown reason")
+                ),
+            );
+        }
+    }
+    Action::Run(first)
 }
 
 /// The first requested acquisition step that ended without its evidence.
 fn acquisition_failure<'a>(spec: &ForensicCaptureSpec, status: &'a ForensicCaptureStatus) -> Option<&'a StepRecord> {
     Step::ALL
-        .into_iter()
-        .filter(|s| s.is_acquisition() && s.enabled(spec))
+        .iter()
+        .filter(|s| s.group() == Group::Acquired && s.enabled(spec))
         .filter_map(|s| s.record(status))
         .find(|r| matches!(r.state, StepState::Failed | StepState::Skipped))
 }
@@ -200,100 +125,93 @@ fn acquisition_failure<'a>(spec: &ForensicCaptureSpec, status: &'a ForensicCaptu
 /// The first requested step (in flow order) that failed or was skipped.
 fn first_failure<'a>(spec: &ForensicCaptureSpec, status: &'a ForensicCaptureStatus) -> Option<(Step, &'a StepRecord)> {
     Step::ALL
-        .into_iter()
+        .iter()
         .filter(|s| s.enabled(spec))
-        .filter_map(|s| s.record(status).map(|r| (s, r)))
+        .filter_map(|&s| s.record(status).map(|r| (s, r)))
         .find(|(_, r)| matches!(r.state, StepState::Failed | StepState::Skipped))
 }
 
 /// Why the capture is not progressing right now, when it is waiting on something outside itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Waiting {
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
 }
 
-/// Conditions of one group of steps: True when all succeeded (or none requested).
-fn group_condition(type_: &'static str, steps: &[Step], spec: &ForensicCaptureSpec, status: &ForensicCaptureStatus) -> Desired {
-    let requested: Vec<Step> = steps.iter().copied().filter(|s| s.enabled(spec)).collect();
-    let done_reason = match type_ {
-        ACQUIRED => "Acquired",
-        SNAPSHOTTED => "Snapshotted",
-        _ => "Isolated",
+fn desired(type_: &'static str, status: bool, reason: impl Into<String>, message: impl Into<String>) -> Desired {
+    Desired { type_, status, reason: reason.into(), message: message.into() }
+}
+
+/// The condition of one group of steps: True when all succeeded.
+fn group_condition(group: Group, spec: &ForensicCaptureSpec, status: &ForensicCaptureStatus) -> Desired {
+    let (type_, done) = match group {
+        Group::Acquired => (ACQUIRED, Reason::Acquired),
+        Group::Snapshotted => (SNAPSHOTTED, Reason::Snapshotted),
+        Group::Isolated => (ISOLATED, Reason::Isolated),
     };
+    let requested: Vec<Step> = Step::ALL.iter().copied().filter(|s| s.group() == group && s.enabled(spec)).collect();
     if requested.is_empty() {
-        return Desired { type_, status: false, reason: "NotRequested".into(), message: "not requested in the spec".into() };
+        return desired(type_, false, Reason::NotRequested, "not requested in the spec");
     }
     if let Some(record) = requested.iter().filter_map(|s| s.record(status)).find(|r| matches!(r.state, StepState::Failed | StepState::Skipped)) {
-        return Desired {
-            type_,
-            status: false,
-            reason: record.reason.clone().unwrap_or_else(|| "Failed".into()),
-            message: record.message.clone().unwrap_or_default(),
-        };
+        return desired(type_, false, record.reason.clone().unwrap_or_else(|| "Failed".into()), record.message.clone().unwrap_or_default());
     }
-    if requested.iter().all(|s| s.state(status) == Some(StepState::Succeeded)) {
+    if requested.iter().all(|&s| state(s, status) == Some(StepState::Succeeded)) {
         let names: Vec<&str> = requested.iter().map(|s| s.name()).collect();
-        return Desired { type_, status: true, reason: done_reason.into(), message: format!("{} complete", names.join(" and ")) };
+        return desired(type_, true, done, format!("{} complete", names.join(" and ")));
     }
-    let running = requested.iter().any(|s| s.state(status) == Some(StepState::Running));
-    Desired {
-        type_,
-        status: false,
-        reason: if running { "InProgress" } else { "NotStarted" }.into(),
-        message: String::new(),
-    }
+    let running = requested.iter().any(|&s| state(s, status) == Some(StepState::Running));
+    desired(type_, false, if running { Reason::InProgress } else { Reason::NotStarted }, "")
 }
 
 /// The conditions and phase that the status implies.
 pub fn derive(spec: &ForensicCaptureSpec, status: &ForensicCaptureStatus, waiting: Option<&Waiting>) -> (Vec<Desired>, Phase) {
-    let acquired = group_condition(ACQUIRED, &[Step::Volatile, Step::Memory], spec, status);
-    let snapshotted = group_condition(SNAPSHOTTED, &[Step::Disk], spec, status);
-    let isolated = group_condition(ISOLATED, &[Step::Isolation], spec, status);
+    let mut conditions: Vec<Desired> = Group::ALL.iter().map(|&g| group_condition(g, spec, status)).collect();
     let failure = first_failure(spec, status);
     let complete = status.completed_at.is_some();
     let failed = match failure {
-        Some((step, record)) => Desired {
-            type_: FAILED,
-            status: true,
-            reason: record.reason.clone().unwrap_or_else(|| "Failed".into()),
-            message: format!("{} step: {}", step.name(), record.message.clone().unwrap_or_default()),
-        },
-        None => Desired { type_: FAILED, status: false, reason: "NoFailure".into(), message: String::new() },
+        Some((step, record)) => desired(
+            FAILED,
+            true,
+            record.reason.clone().unwrap_or_else(|| "Failed".into()),
+            format!("{} step: {}", step.name(), record.message.clone().unwrap_or_default()),
+        ),
+        None => desired(FAILED, false, Reason::NoFailure, ""),
     };
     let ready = match (complete, failure, waiting) {
-        (true, None, _) => Desired { type_: READY, status: true, reason: "Completed".into(), message: "every requested step completed".into() },
-        (_, Some(_), _) => Desired { type_: READY, status: false, reason: failed.reason.clone(), message: failed.message.clone() },
-        (false, None, Some(w)) => Desired { type_: READY, status: false, reason: w.reason.into(), message: w.message.clone() },
-        (false, None, None) => Desired { type_: READY, status: false, reason: "InProgress".into(), message: String::new() },
+        (true, None, _) => desired(READY, true, Reason::Completed, "every requested step completed"),
+        (_, Some(_), _) => desired(READY, false, failed.reason.clone(), failed.message.clone()),
+        (false, None, Some(w)) => desired(READY, false, w.reason, w.message.clone()),
+        (false, None, None) => desired(READY, false, Reason::InProgress, ""),
     };
     let phase = phase(spec, status, complete, failure.is_some());
-    (vec![acquired, snapshotted, isolated, ready, failed], phase)
+    conditions.extend([ready, failed]);
+    (conditions, phase)
 }
 
 /// Progress only moves forward: Pending -> Acquiring -> Snapshotted -> Isolated, ending in Isolated, Completed
 /// or Failed.
 fn phase(spec: &ForensicCaptureSpec, status: &ForensicCaptureStatus, complete: bool, failed: bool) -> Phase {
+    let of = |group: Group| Step::ALL.iter().copied().filter(move |s| s.group() == group && s.enabled(spec));
+    let succeeded = |group: Group| of(group).next().is_some() && of(group).all(|s| state(s, status) == Some(StepState::Succeeded));
     if complete {
         return if failed {
             Phase::Failed
-        } else if spec.isolation.enabled {
+        } else if of(Group::Isolated).next().is_some() {
             Phase::Isolated
         } else {
             Phase::Completed
         };
     }
-    if Step::Isolation.state(status) == Some(StepState::Succeeded) {
+    if succeeded(Group::Isolated) {
         return Phase::Isolated;
     }
-    let evidence_done = [Step::Volatile, Step::Memory, Step::Disk]
-        .into_iter()
-        .filter(|s| s.enabled(spec))
-        .all(|s| s.state(status).is_some_and(StepState::is_terminal));
-    if evidence_done && Step::Disk.state(status) == Some(StepState::Succeeded) {
+    let evidence_done =
+        Step::ALL.iter().filter(|s| s.group().is_evidence() && s.enabled(spec)).all(|&s| state(s, status).is_some_and(StepState::is_terminal));
+    if evidence_done && succeeded(Group::Snapshotted) {
         return Phase::Snapshotted;
     }
-    if Step::ALL.into_iter().any(|s| s.record(status).is_some()) {
+    if Step::ALL.iter().any(|s| s.record(status).is_some()) {
         return Phase::Acquiring;
     }
     Phase::Pending

@@ -276,3 +276,33 @@ async fn windows_instances_get_no_shell_script_and_are_still_snapshotted_and_iso
     let commands = stack.ssm().await.list_commands().instance_id(&windows).send().await.unwrap();
     assert!(commands.commands().is_empty(), "no SSM command was sent: {:?}", commands.commands());
 }
+
+/// SSM refusing the controller (no ssm:DescribeInstanceInformation) is a permissions problem, not a property of
+/// the instance: the SSM steps are skipped as AccessDenied naming the operation, and disk and isolation still
+/// run. The SSM simulator denies the operation to this test's own access key (dev/ssm-simulator/src/deny.rs).
+#[tokio::test]
+async fn an_ssm_access_denial_while_resolving_is_reported_as_access_denied_not_as_an_unmanaged_instance() {
+    let stack = support::stack();
+    let ec2 = stack.ec2().await;
+    let instance = support::run_instance(&ec2, 0, &[]).await.instance_id;
+    let key = format!("AKIAFCDENY{:010}", std::process::id());
+    let denials = stack.ssm_state_dir().join("access-denied");
+    std::fs::create_dir_all(&denials).unwrap();
+    std::fs::write(denials.join(&key), "DescribeInstanceInformation\n").unwrap();
+    let env = CaptureEnv::new("ssmdenied").await;
+    let mut vars = env.controller_env();
+    vars.push(("AWS_ACCESS_KEY_ID", key));
+    let _controller = support::controller::ControllerProcess::start(&vars, &format!("{}-ssmdenied", env.namespace));
+    env.apply(&capture_yaml("denied", &instance, "")).await;
+    let capture = env.wait_completed("denied").await;
+    for name in ["volatile", "memory"] {
+        let (state, reason, message) = step(&capture, name);
+        assert_eq!((state, reason.as_str()), (StepState::Skipped, "AccessDenied"), "{name}: {message}");
+        assert!(message.contains(&instance) && message.contains("ssm:DescribeInstanceInformation: AccessDeniedException"), "{name}: {message}");
+    }
+    assert_eq!(step(&capture, "disk").0, StepState::Succeeded, "the snapshots do not need SSM");
+    assert_eq!(step(&capture, "isolation").0, StepState::Succeeded, "containment does not need SSM");
+    let target = capture.status.as_ref().unwrap().target.clone().unwrap();
+    assert!(target.ssm_access_denied.as_deref().is_some_and(|d| d.contains("not authorized to perform: ssm:DescribeInstanceInformation")), "{target:?}");
+    assert_eq!(condition(&capture, "Acquired").1, "AccessDenied");
+}

@@ -396,3 +396,69 @@ async fn a_classic_load_balancer_stops_sending_traffic_and_gets_it_back_on_relea
     assert_eq!(released.phase.as_deref(), Some("Released"), "{released:#?}");
     assert_eq!(members().await, vec![target.clone()], "registered again on release");
 }
+
+/// A release created while its capture still runs waits (Pending, CaptureInProgress) and releases once the
+/// capture has ended, rather than failing for good because no containment was recorded yet.
+#[tokio::test]
+async fn a_release_created_mid_capture_waits_and_then_releases() {
+    let ec2 = support::stack().ec2().await;
+    let instance = support::run_instance(&ec2, 0, &[]).await;
+    let target = instance.instance_id.clone();
+    let groups_before = interface_groups(&ec2, &target).await;
+    let env = CaptureEnv::new("early-release").await;
+    let _controller = env.start_controller("early-release");
+    // Volatile data and memory run first, through SSM: the capture is still running when the release arrives.
+    env.apply(&capture_yaml("early", &target, "")).await;
+    let releases: kube::Api<forensic_capture::api::ContainmentRelease> = kube::Api::namespaced(env.kube.clone(), &env.namespace);
+    let release: forensic_capture::api::ContainmentRelease = serde_yaml::from_str(
+        "apiVersion: forensic-capture.dev/v1alpha1\nkind: ContainmentRelease\nmetadata:\n  name: early\nspec:\n  captureName: early\n  reason: false alarm\n",
+    )
+    .unwrap();
+    releases.create(&Default::default(), &release).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    let mut waited = false;
+    let released = loop {
+        let status = releases.get("early").await.unwrap().status.unwrap_or_default();
+        waited |= status.phase.as_deref() == Some("Pending") && status.reason.as_deref() == Some("CaptureInProgress");
+        if status.released_at.is_some() || status.phase.as_deref() == Some("Failed") {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "release did not finish: {status:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(waited, "the release waited for the capture: {released:?}");
+    assert_eq!(released.phase.as_deref(), Some("Released"), "{released:#?}");
+    let capture = env.captures().get("early").await.unwrap();
+    assert_eq!(capture.status.unwrap().phase, Some(Phase::Isolated), "the capture isolated before the release");
+    assert_eq!(interface_groups(&ec2, &target).await, groups_before, "the instance is back on its own groups");
+}
+
+async fn interface_groups(ec2: &aws_sdk_ec2::Client, instance_id: &str) -> Vec<Vec<String>> {
+    let described = ec2.describe_instances().instance_ids(instance_id).send().await.unwrap();
+    described.reservations()[0].instances()[0]
+        .network_interfaces()
+        .iter()
+        .map(|n| n.groups().iter().filter_map(|g| g.group_id().map(String::from)).collect())
+        .collect()
+}
+
+/// CreateSecurityGroup repeated after a restart, before EC2's lookup by tag shows the first group, is answered
+/// InvalidGroup.Duplicate: the group of that (per-capture) name is found and used, not a failure.
+#[tokio::test]
+async fn a_repeated_isolation_group_create_finds_the_group_already_made() {
+    use forensic_capture::aws::ec2::{Ec2Api, SdkEc2};
+    let ec2 = support::stack().ec2().await;
+    let instance = support::run_instance(&ec2, 0, &[]).await.instance_id;
+    let described = ec2.describe_instances().instance_ids(&instance).send().await.unwrap();
+    let vpc_id = described.reservations()[0].instances()[0].vpc_id().unwrap().to_string();
+    let name = support::unique("forensic-capture-isolation");
+    let sdk = SdkEc2(ec2.clone());
+    let first = sdk.create_isolation_group(&vpc_id, &name, &[]).await.unwrap();
+    let again = sdk.create_isolation_group(&vpc_id, &name, &[]).await.expect("a duplicate name is the group already made");
+    assert_eq!(again, first);
+    let transition = support::unique("forensic-capture-transition");
+    let made = sdk.create_isolation_group(&vpc_id, &transition, &[]).await.unwrap();
+    // The transition group is looked up by tag first; untagged, the lookup misses and the create meets the name.
+    let found = sdk.transition_group(&vpc_id, &transition, &[]).await.expect("found by name");
+    assert_eq!(found, made);
+}

@@ -44,7 +44,7 @@ fn record(capture: &ForensicCapture) -> IsolationRecord {
 }
 
 fn states(record: &IsolationRecord) -> Vec<(String, String)> {
-    record.actions.iter().map(|a| (a.name.clone(), a.state.clone())).collect()
+    record.actions.iter().map(|a| (a.name.clone(), a.state.to_string())).collect()
 }
 
 /// The seven actions in playbook order: `failed` Failed, the two this spec does not ask for NotNeeded, the rest

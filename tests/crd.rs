@@ -89,7 +89,7 @@ async fn an_all_addresses_ingress_cidr_is_refused_and_responder_networks_are_acc
     }
     for (name, cidr) in [("responder-v4", "198.51.100.0/24"), ("responder-v6", "2001:db8:1234::/48")] {
         let created = api.create(&PostParams::default(), &object(name, spec(cidr))).await.unwrap_or_else(|e| panic!("{cidr} accepted: {e}"));
-        assert_eq!(created.spec.isolation.allow_ingress_cidrs, vec!["203.0.113.7/32".to_string(), cidr.to_string()]);
+        assert_eq!(created.spec.steps.isolation.allow_ingress_cidrs, vec!["203.0.113.7/32".to_string(), cidr.to_string()]);
     }
 }
 
@@ -103,7 +103,7 @@ async fn a_valid_spec_is_accepted_with_defaults_and_is_then_immutable() {
         )
         .await
         .expect("valid spec accepted");
-    assert!(created.spec.memory.enabled && created.spec.volatile.enabled && created.spec.disk.enabled);
+    assert!(created.spec.steps.memory.enabled && created.spec.steps.volatile.enabled && created.spec.steps.disk.enabled);
     let change = api
         .patch("ok", &PatchParams::default(), &Patch::Merge(json!({"spec": {"caseId": "OTHER"}})))
         .await;

@@ -324,7 +324,7 @@ async fn a_capture_and_its_release_succeed_with_credentials_bound_to_exactly_the
     ] {
         assert!(status.artifacts.iter().any(|a| a.kind == kind), "a {kind:?} artifact: {:#?}", status.artifacts);
     }
-    let actions: Vec<(String, String)> = status.isolation.unwrap().actions.into_iter().map(|a| (a.name, a.state)).collect();
+    let actions: Vec<(String, String)> = status.isolation.unwrap().actions.into_iter().map(|a| (a.name, a.state.to_string())).collect();
     let applied = ["TerminationSafeguards", "InstanceTags", "AutoScaling", "LoadBalancers", "ElasticIps", "SecurityGroups"];
     let mut expected: Vec<(String, String)> = applied.iter().map(|n| (n.to_string(), "Applied".to_string())).collect();
     expected.push(("Credentials".into(), "NotNeeded".into()));

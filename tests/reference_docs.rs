@@ -246,3 +246,38 @@ fn every_subcommand_is_in_the_reference() {
     let missing: Vec<&&str> = commands.iter().filter(|c| !doc.contains(&format!("### `forensic-capture {c}")) ).collect();
     assert!(missing.is_empty(), "docs/reference.md lacks a `### `forensic-capture <command>`` section for {missing:?}");
 }
+
+#[test]
+fn the_reasons_table_is_the_reason_enum_in_order_with_its_meanings() {
+    use forensic_capture::api::Reason;
+    let documented: Vec<(String, String)> = table(&reference(), "Reasons")
+        .into_iter()
+        .map(|row| (code(&row[0]).unwrap_or(&row[0]).to_string(), row.get(1).cloned().unwrap_or_default()))
+        .collect();
+    let defined: Vec<(String, String)> = Reason::ALL.iter().map(|r| (r.as_str().to_string(), r.meaning().to_string())).collect();
+    for (name, meaning) in &defined {
+        match documented.iter().find(|(n, _)| n == name) {
+            None => panic!("docs/reference.md `## Reasons` lacks `{name}` | {meaning}"),
+            Some((_, m)) => assert_eq!(m, meaning, "docs/reference.md: the meaning of `{name}`"),
+        }
+    }
+    for (name, _) in &documented {
+        assert!(defined.iter().any(|(n, _)| n == name), "docs/reference.md lists `{name}`, which the code never writes: remove it");
+    }
+    assert_eq!(documented, defined, "docs/reference.md `## Reasons`: same rows, in the enum's order");
+}
+
+#[test]
+fn every_reason_the_readme_names_is_one_the_code_writes() {
+    use forensic_capture::api::Reason;
+    let readme = std::fs::read_to_string(support::repo_root().join("README.md")).unwrap();
+    let start = readme.find("\n### Status\n").expect("README has a Status section");
+    let section = &readme[start + 12..];
+    let section = &section[..section.find("\n#").unwrap_or(section.len())];
+    let named: Vec<&str> = section.split('`').skip(1).step_by(2).filter(|w| w.chars().all(|c| c.is_ascii_alphanumeric()) && w.starts_with(|c: char| c.is_ascii_uppercase())).collect();
+    assert!(named.len() >= 5, "README's Status section names its reasons: {named:?}");
+    let conditions = ["Acquired", "Snapshotted", "Isolated", "Ready", "Failed"];
+    for name in named {
+        assert!(conditions.contains(&name) || name.parse::<Reason>().is_ok(), "README names `{name}`, which is not a reason the code writes (src/api/reason.rs)");
+    }
+}

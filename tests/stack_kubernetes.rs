@@ -134,3 +134,31 @@ async fn unprivileged_service_account_is_forbidden() {
     let unchanged = admin_widgets.get("w1").await.unwrap();
     assert!(unchanged.data.get("status").is_none_or(|s| s["phase"] != "Hacked"));
 }
+
+/// What the controller's status writer relies on: a merge patch of the status subresource that carries a
+/// resourceVersion is refused (409 Conflict) once the object has moved on, so a writer holding a stale copy
+/// cannot overwrite a newer status; with the current resourceVersion it applies.
+#[tokio::test]
+async fn a_status_patch_with_a_stale_resource_version_is_refused() {
+    let client = support::stack().kube().await;
+    let resource = install_widget_crd(&client).await;
+    let ns = support::namespace(&client, "stack-rv").await;
+    let widgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &resource);
+    let created = widgets.create(&PostParams::default(), &widget("w1")).await.expect("create widget");
+    let stale = created.metadata.resource_version.clone().unwrap();
+    let newer = widgets
+        .patch_status("w1", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"resourceVersion": stale}, "status": {"phase": "First"}})))
+        .await
+        .expect("the current resourceVersion applies");
+    let refused = widgets
+        .patch_status("w1", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"resourceVersion": stale}, "status": {"phase": "Stale"}})))
+        .await
+        .expect_err("a stale resourceVersion is refused");
+    assert!(matches!(&refused, kube::Error::Api(e) if e.code == 409), "{refused:?}");
+    assert_eq!(widgets.get("w1").await.unwrap().data["status"]["phase"], "First", "the newer status stands");
+    let current = newer.metadata.resource_version.unwrap();
+    widgets
+        .patch_status("w1", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"resourceVersion": current}, "status": {"phase": "Second"}})))
+        .await
+        .expect("with the resourceVersion it returned, the next patch applies");
+}

@@ -177,3 +177,36 @@ async fn commands_cannot_write_outside_the_instance_sandbox() {
     assert_eq!(std::fs::read_to_string(marker).unwrap(), "on-disk\n", "/tmp is the instance's own disk");
     assert!(!std::path::Path::new("/etc/forensic-capture-escape").exists());
 }
+
+/// The simulator's denials (state dir `access-denied/<key>`): a listed key is refused the listed operation exactly as
+/// SSM refuses a caller whose policy lacks it, and nobody else is, and the denial can be lifted.
+#[tokio::test]
+async fn a_denied_operation_is_refused_as_ssm_refuses_a_missing_permission() {
+    use aws_sdk_ssm::error::ProvideErrorMetadata;
+    let stack = support::stack();
+    let key = format!("AKIAFCSIMDENY{:07}", std::process::id() % 10_000_000);
+    let credentials = aws_sdk_ssm::config::Credentials::new(&key, stack.var("AWS_SECRET_ACCESS_KEY"), None, None, "deny-test");
+    let config = aws_sdk_ssm::config::Builder::from(&stack.aws().await)
+        .endpoint_url(stack.var("AWS_ENDPOINT_URL_SSM"))
+        .credentials_provider(credentials)
+        .build();
+    let denied_client = aws_sdk_ssm::Client::from_conf(config);
+    let id = online_instance().await;
+    let describe = |client: &aws_sdk_ssm::Client| {
+        client
+            .describe_instance_information()
+            .filters(aws_sdk_ssm::types::InstanceInformationStringFilter::builder().key("InstanceIds").values(&id).build().unwrap())
+            .send()
+    };
+    let dir = stack.ssm_state_dir().join("access-denied");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(&key), "DescribeInstanceInformation\n").unwrap();
+    let error = describe(&denied_client).await.expect_err("denied");
+    assert_eq!(error.code(), Some("AccessDeniedException"), "{error:?}");
+    assert!(error.message().unwrap_or_default().contains("is not authorized to perform: ssm:DescribeInstanceInformation"), "{error:?}");
+    assert_eq!(error.raw_response().map(|r| r.status().as_u16()), Some(400));
+    assert!(describe(&stack.ssm().await).await.is_ok(), "another key is not denied");
+    assert!(denied_client.list_commands().send().await.is_ok(), "another operation is not denied");
+    std::fs::remove_file(dir.join(&key)).unwrap();
+    assert!(describe(&denied_client).await.is_ok(), "the denial is lifted without a restart");
+}

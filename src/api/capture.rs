@@ -5,6 +5,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::{StepSpecs, Steps};
+
 /// Preserve evidence from one EC2 instance (volatile data, memory, EBS snapshots), then contain it.
 ///
 /// The spec is a record of what was asked and cannot change after creation; create a new capture instead.
@@ -35,22 +37,9 @@ pub struct ForensicCaptureSpec {
     /// The EC2 instance to capture.
     pub target: Target,
 
-    /// Full physical memory image, streamed to S3 (never written to the instance's disks).
-    #[serde(default)]
-    pub memory: StepToggle,
-
-    /// Volatile data triage: processes, sockets, open files, kernel modules, users and logins, persistence,
-    /// deleted binaries, recent temp files and shell histories.
-    #[serde(default)]
-    pub volatile: StepToggle,
-
-    /// EBS snapshots of the instance's volumes (crash-consistent, one CreateSnapshots call).
-    #[serde(default)]
-    pub disk: DiskSpec,
-
-    /// Network isolation after the evidence steps.
-    #[serde(default)]
-    pub isolation: IsolationSpec,
+    /// The steps to run and their settings: memory, volatile, disk, isolation (see step.rs).
+    #[serde(flatten)]
+    pub steps: StepSpecs,
 
     /// Where evidence is stored; the controller's defaults apply to fields left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -317,6 +306,10 @@ pub struct TargetFacts {
     /// Whether the instance is an SSM managed node with an online agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssm_managed: Option<bool>,
+    /// Why SSM could not be asked whether the instance is a managed node, when it refused the controller
+    /// (the operation and the AWS error): volatile data and memory are then skipped as AccessDenied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssm_access_denied: Option<String>,
     /// The Node this instance was resolved from, for nodeName targets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
@@ -440,24 +433,6 @@ pub enum ArtifactType {
     VolatilitySymbols,
 }
 
-/// Progress of every step.
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct Steps {
-    /// Volatile data (and kernel symbol material) through SSM.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub volatile: Option<StepRecord>,
-    /// Memory image through SSM.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory: Option<StepRecord>,
-    /// EBS snapshots.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub disk: Option<StepRecord>,
-    /// Network isolation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub isolation: Option<StepRecord>,
-}
-
 /// Where one step stands.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -479,6 +454,11 @@ pub struct StepRecord {
     /// Part size of the memory upload, in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub part_size_bytes: Option<i64>,
+    /// When the controller asked AWS to create what this step's result is found by (its SSM command, its
+    /// snapshot set), saved before the call: after a restart the result is looked up again, and not created a
+    /// second time, until EC2's and SSM's eventually consistent lookups have had time to show it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_requested_at: Option<Time>,
     /// Memory only: the newest upload plan written (plan N holds fresh presigned URLs and names plan N+1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan_generation: Option<i32>,
@@ -645,8 +625,8 @@ pub struct CredentialRecord {
 pub struct ContainmentAction {
     /// TerminationSafeguards, InstanceTags, AutoScaling, LoadBalancers, ElasticIps, SecurityGroups or Credentials.
     pub name: String,
-    /// Applied, Failed or NotNeeded.
-    pub state: String,
+    /// Applied, Failed or NotNeeded (containment); Restored, NotNeeded or Failed (release).
+    pub state: ActionState,
     /// Stable reason when Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -656,6 +636,43 @@ pub struct ContainmentAction {
     /// When the action reached this state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<Time>,
+}
+
+/// Where one containment action (or its release) stands.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ActionState {
+    /// The change was made (its prior state is recorded).
+    #[default]
+    Applied,
+    /// Nothing to change (not requested, or nothing of that kind on the instance).
+    NotNeeded,
+    /// The change was refused; the reason and message say why and what was already done.
+    Failed,
+    /// Release put the recorded prior state back.
+    Restored,
+}
+
+impl ActionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionState::Applied => "Applied",
+            ActionState::NotNeeded => "NotNeeded",
+            ActionState::Failed => "Failed",
+            ActionState::Restored => "Restored",
+        }
+    }
+}
+
+impl std::fmt::Display for ActionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for ActionState {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 /// A network interface and its security groups.

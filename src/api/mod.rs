@@ -2,7 +2,11 @@
 
 mod capture;
 pub mod conditions;
+mod reason;
 mod release;
+mod step;
 
 pub use capture::*;
+pub use reason::{Reason, UnknownReason};
 pub use release::*;
+pub use step::*;

@@ -143,6 +143,33 @@ fn modify_error(e: aws_sdk_ec2::error::SdkError<aws_sdk_ec2::operation::modify_i
     AwsError::from_sdk("ec2:ModifyInstanceAttribute", e)
 }
 
+impl SdkEc2 {
+    /// After CreateSecurityGroup failed with `error`: when it says the name is taken (a create repeated after a
+    /// restart, before the lookup by tag showed the first group), the group of that name is the one to use.
+    /// Names are unique per VPC and ours carry the capture's UID, so it is this capture's group.
+    async fn existing_group(&self, vpc_id: &str, name: &str, error: AwsError) -> Result<String, AwsError> {
+        if error.code != "InvalidGroup.Duplicate" {
+            return Err(error);
+        }
+        let found = self
+            .0
+            .describe_security_groups()
+            .filters(Filter::builder().name("vpc-id").values(vpc_id).build())
+            .filters(Filter::builder().name("group-name").values(name).build())
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:DescribeSecurityGroups", e))?;
+        match found.security_groups().first().and_then(|g| g.group_id()) {
+            Some(id) => Ok(id.to_string()),
+            None => Err(AwsError::local(
+                "ec2:DescribeSecurityGroups",
+                "NotYetVisible",
+                format!("security group {name} exists (InvalidGroup.Duplicate) but is not listed yet"),
+            )),
+        }
+    }
+}
+
 impl Ec2Api for SdkEc2 {
     async fn instance_profile(&self, instance_id: &str) -> Result<Option<(String, String)>, AwsError> {
         let output = self
@@ -321,19 +348,22 @@ impl Ec2Api for SdkEc2 {
             .map_err(|e| AwsError::from_sdk("ec2:DescribeSecurityGroups", e))?;
         let group_id = match found.security_groups().first().and_then(|g| g.group_id()) {
             Some(id) => id.to_string(),
-            None => self
-                .0
-                .create_security_group()
-                .vpc_id(vpc_id)
-                .group_name(name)
-                .description("forensic-capture: allow-all step of the two-step swap, so tracked connections become untracked")
-                .tag_specifications(tag_spec(ResourceType::SecurityGroup, group_tags))
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("ec2:CreateSecurityGroup", e))?
-                .group_id()
-                .unwrap_or_default()
-                .to_string(),
+            None => {
+                let created = self
+                    .0
+                    .create_security_group()
+                    .vpc_id(vpc_id)
+                    .group_name(name)
+                    .description("forensic-capture: allow-all step of the two-step swap, so tracked connections become untracked")
+                    .tag_specifications(tag_spec(ResourceType::SecurityGroup, group_tags))
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("ec2:CreateSecurityGroup", e));
+                match created {
+                    Ok(output) => output.group_id().unwrap_or_default().to_string(),
+                    Err(e) => self.existing_group(vpc_id, name, e).await?,
+                }
+            }
         };
         // New groups allow all egress already; ingress from anywhere is added once (a duplicate is harmless).
         let described = self
@@ -477,8 +507,14 @@ impl Ec2Api for SdkEc2 {
             .tag_specifications(tag_spec(ResourceType::SecurityGroup, tags))
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("ec2:CreateSecurityGroup", e))?;
-        output.group_id().map(str::to_string).ok_or_else(|| AwsError::local("ec2:CreateSecurityGroup", "MissingGroupId", "the response carried no group ID"))
+            .map_err(|e| AwsError::from_sdk("ec2:CreateSecurityGroup", e));
+        match output {
+            Ok(output) => output
+                .group_id()
+                .map(str::to_string)
+                .ok_or_else(|| AwsError::local("ec2:CreateSecurityGroup", "MissingGroupId", "the response carried no group ID")),
+            Err(e) => self.existing_group(vpc_id, name, e).await,
+        }
     }
 
     /// Makes the group's rules exactly: no egress, all-protocol ingress from each allowed CIDR (IPv4 ones as

@@ -15,13 +15,18 @@ pub struct AwsError {
     pub http_status: Option<u16>,
 }
 
-/// How the controller should treat an error.
+/// What kind of trouble an AWS error is. This is the one rule for which errors are transient; what each class
+/// means for a step is decided in one place too (`controller::failure`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
-    /// Throttling, 5xx, timeouts, connection failures: retry with backoff; the capture continues.
+    /// Throttling, 5xx, timeouts, connection failures, and credentials that expired or were signed with a
+    /// skewed clock (the SDK refreshes credentials and corrects skew on its own, so a later attempt succeeds):
+    /// retried with backoff; the capture continues.
     Retryable,
-    /// The caller lacks permission: the capture ends Failed with no further side effects.
+    /// The caller lacks permission.
     AccessDenied,
+    /// The instance itself does not exist (any more).
+    InstanceNotFound,
     /// The named thing does not exist.
     NotFound,
     /// Anything else the service rejected.
@@ -46,6 +51,23 @@ const THROTTLING: &[&str] = &[
     "Unavailable",
     "RequestTimeout",
     "RequestTimeoutException",
+    "IDPCommunicationError",
+    // Our own code for an object EC2 said exists (a duplicate name) that its lookup does not show yet.
+    "NotYetVisible",
+];
+
+/// Credentials that stopped being valid between signing and checking, or a request signed with a clock the
+/// service finds skewed. Both clear on their own: the credential provider refreshes before expiry (a refresh
+/// racing a request yields one ExpiredToken), and the SDK corrects its clock offset from the service's answer.
+/// Ending a capture on them would end it on a hiccup; a persistent one shows as RetryingAfterError.
+const EXPIRED_OR_SKEWED: &[&str] = &[
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "RequestExpired",
+    "RequestTimeTooSkewed",
+    "RequestInTheFuture",
+    "SignatureDoesNotMatch",
+    "InvalidSignatureException",
 ];
 
 const ACCESS_DENIED: &[&str] = &[
@@ -55,15 +77,15 @@ const ACCESS_DENIED: &[&str] = &[
     "UnauthorizedAccess",
     "AuthFailure",
     "InvalidClientTokenId",
-    "ExpiredToken",
-    "ExpiredTokenException",
-    "SignatureDoesNotMatch",
 ];
 
 impl AwsError {
     pub fn class(&self) -> ErrorClass {
-        if THROTTLING.contains(&self.code.as_str()) || self.code == "Transport" || self.http_status.is_some_and(|s| s >= 500) {
+        let code = self.code.as_str();
+        if THROTTLING.contains(&code) || EXPIRED_OR_SKEWED.contains(&code) || code == "Transport" || self.http_status.is_some_and(|s| s >= 500) {
             ErrorClass::Retryable
+        } else if code.starts_with("InvalidInstanceID") {
+            ErrorClass::InstanceNotFound
         } else if ACCESS_DENIED.contains(&self.code.as_str()) || self.http_status == Some(403) {
             ErrorClass::AccessDenied
         } else if self.code.contains("NotFound") || self.code.starts_with("NoSuch") || self.http_status == Some(404) {
@@ -145,9 +167,25 @@ mod tests {
     }
 
     #[test]
-    fn missing_things_are_not_found() {
-        assert_eq!(error("InvalidInstanceID.NotFound", Some(400)).class(), ErrorClass::NotFound);
+    fn expired_credentials_and_clock_skew_are_retryable_not_access_denied() {
+        for code in ["ExpiredToken", "ExpiredTokenException", "RequestExpired", "RequestTimeTooSkewed", "SignatureDoesNotMatch"] {
+            assert_eq!(error(code, Some(403)).class(), ErrorClass::Retryable, "{code}");
+        }
+        assert_eq!(error("InvalidClientTokenId", Some(403)).class(), ErrorClass::AccessDenied, "an unknown key ID does not heal");
+    }
+
+    #[test]
+    fn timeouts_and_connection_errors_are_retryable() {
+        assert_eq!(error("RequestTimeout", Some(400)).class(), ErrorClass::Retryable);
+        assert_eq!(error("ServiceUnavailable", Some(503)).class(), ErrorClass::Retryable);
+    }
+
+    #[test]
+    fn missing_things_are_not_found_and_a_missing_instance_is_its_own_class() {
+        assert_eq!(error("InvalidInstanceID.NotFound", Some(400)).class(), ErrorClass::InstanceNotFound);
+        assert_eq!(error("InvalidInstanceID.Malformed", Some(400)).class(), ErrorClass::InstanceNotFound);
         assert_eq!(error("NoSuchBucket", Some(404)).class(), ErrorClass::NotFound);
+        assert_eq!(error("InvalidGroup.Duplicate", Some(400)).class(), ErrorClass::Rejected);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! AWS behind narrow interfaces, implemented on the SDK clients.
 
 pub mod autoscaling;
+pub mod clients;
 pub mod ec2;
 pub mod elb_classic;
 pub mod elbv2;
@@ -11,4 +12,5 @@ pub mod s3;
 pub mod snapshot_lock;
 pub mod ssm;
 
+pub use clients::RegionClients;
 pub use error::{AwsError, ErrorClass};

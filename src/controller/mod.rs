@@ -1,6 +1,9 @@
 //! The controller runtime: watches ForensicCaptures and drives each through the planner's actions.
 
+mod backoff;
 pub mod config;
+mod containment;
+mod failure;
 mod health;
 mod leader;
 mod lock;
@@ -8,16 +11,22 @@ pub mod metrics;
 mod observe;
 pub mod operations_config;
 pub mod protection_config;
+mod protect;
 mod reconcile;
+mod records;
 mod release;
+mod resolve;
+mod seal;
+mod ssm_command;
 mod status;
+mod step_context;
 mod steps;
 mod supervisor;
+mod symbols;
 
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
-    time::Duration,
 };
 
 use futures::StreamExt;
@@ -28,7 +37,7 @@ use kube::{
 
 use crate::{
     api::{ContainmentRelease, ForensicCapture},
-    aws::{autoscaling::SdkAutoScaling, ec2::SdkEc2, elb_classic::SdkClassicLoadBalancing, elbv2::SdkLoadBalancing, iam::SdkIam, kms::SdkKms, s3::SdkEvidenceStore, ssm::SdkSsm},
+    aws::clients::{ClientOptions, RegionClients},
 };
 pub use config::Config;
 pub use supervisor::run;
@@ -36,25 +45,13 @@ pub use supervisor::run;
 pub const FINALIZER: &str = "forensic-capture.dev/finalizer";
 pub const CONTROLLER_NAME: &str = "forensic-capture";
 
-/// The AWS clients for one region.
-#[derive(Clone)]
-pub struct RegionClients {
-    pub ec2: SdkEc2,
-    pub ssm: SdkSsm,
-    pub store: SdkEvidenceStore,
-    pub autoscaling: SdkAutoScaling,
-    pub elbv2: SdkLoadBalancing,
-    pub elb_classic: SdkClassicLoadBalancing,
-    pub iam: SdkIam,
-    pub kms: SdkKms,
-}
-
 pub struct Context {
     pub client: Client,
     pub config: Config,
     pub reporter: Reporter,
     pub metrics: Arc<metrics::Metrics>,
     pub health: Arc<health::Health>,
+    pub backoff: backoff::Backoff,
     base_aws: aws_config::SdkConfig,
     regions: Mutex<HashMap<String, RegionClients>>,
 }
@@ -68,6 +65,7 @@ impl Context {
             reporter: Reporter { controller: CONTROLLER_NAME.into(), instance },
             metrics: Arc::new(metrics::Metrics::new()),
             health: Arc::default(),
+            backoff: backoff::Backoff::default(),
             base_aws,
             regions: Mutex::new(HashMap::new()),
         }
@@ -92,32 +90,13 @@ impl Context {
         regions
             .entry(region.to_string())
             .or_insert_with(|| {
-                let config = self.base_aws.to_builder().region(aws_config::Region::new(region.to_string())).build();
-                let observe = |service| self.metrics.aws_observer(service);
-                let s3_config = aws_sdk_s3::config::Builder::from(&config)
-                    .force_path_style(self.config.s3_force_path_style)
-                    .interceptor(observe("s3"))
-                    .build();
-                RegionClients {
-                    ec2: SdkEc2(aws_sdk_ec2::Client::from_conf(aws_sdk_ec2::config::Builder::from(&config).interceptor(observe("ec2")).build())),
-                    ssm: SdkSsm(aws_sdk_ssm::Client::from_conf(aws_sdk_ssm::config::Builder::from(&config).interceptor(observe("ssm")).build())),
-                    store: SdkEvidenceStore {
-                        s3: aws_sdk_s3::Client::from_conf(s3_config),
-                        sts: aws_sdk_sts::Client::from_conf(aws_sdk_sts::config::Builder::from(&config).interceptor(observe("sts")).build()),
-                        presign_role_arn: self.config.presign_role_arn.clone(),
-                    },
-                    autoscaling: SdkAutoScaling(aws_sdk_autoscaling::Client::from_conf(
-                        aws_sdk_autoscaling::config::Builder::from(&config).interceptor(observe("autoscaling")).build(),
-                    )),
-                    elbv2: SdkLoadBalancing(aws_sdk_elasticloadbalancingv2::Client::from_conf(
-                        aws_sdk_elasticloadbalancingv2::config::Builder::from(&config).interceptor(observe("elasticloadbalancing")).build(),
-                    )),
-                    elb_classic: SdkClassicLoadBalancing(aws_sdk_elasticloadbalancing::Client::from_conf(
-                        aws_sdk_elasticloadbalancing::config::Builder::from(&config).interceptor(observe("elasticloadbalancing")).build(),
-                    )),
-                    iam: SdkIam(aws_sdk_iam::Client::from_conf(aws_sdk_iam::config::Builder::from(&config).interceptor(observe("iam")).build())),
-                    kms: SdkKms(aws_sdk_kms::Client::from_conf(aws_sdk_kms::config::Builder::from(&config).interceptor(observe("kms")).build())),
-                }
+                let observe = |service| aws_sdk_s3::config::SharedInterceptor::new(self.metrics.aws_observer(service));
+                let options = ClientOptions {
+                    s3_force_path_style: self.config.s3_force_path_style,
+                    presign_role_arn: self.config.presign_role_arn.clone(),
+                    observe: Some(&observe),
+                };
+                RegionClients::new(&self.base_aws, Some(region), &options)
             })
             .clone()
     }
@@ -173,8 +152,10 @@ async fn log_result<K: kube::Resource, E: std::fmt::Display>(
     }
 }
 
-fn error_policy<K>(_object: Arc<K>, error: &reconcile::Error, _ctx: Arc<Context>) -> Action {
-    // Retryable trouble (throttling, 5xx, API server conflicts): try again soon; the work continues.
-    tracing::debug!(%error, "requeue after error");
-    Action::requeue(Duration::from_secs(5))
+/// Retryable trouble (throttling, 5xx, expired credentials, API server conflicts): try again after this
+/// object's own exponential backoff; the work continues.
+fn error_policy<K: kube::Resource>(object: Arc<K>, error: &reconcile::Error, ctx: Arc<Context>) -> Action {
+    let (failures, wait) = ctx.backoff.failed(object.meta().uid.as_deref().unwrap_or_default());
+    tracing::debug!(%error, failures, wait_ms = wait.as_millis() as u64, "requeue after error");
+    Action::requeue(wait)
 }

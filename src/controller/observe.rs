@@ -15,7 +15,8 @@ pub async fn capture(capture: Arc<ForensicCapture>, ctx: Arc<Context>) -> Result
     if let Some(instance) = resolved.or(capture.spec.target.instance_id.as_deref()) {
         span.record("instance", instance);
     }
-    observed(&ctx, "capture", reconcile::reconcile(capture.clone(), ctx.clone())).instrument(span).await
+    let uid = capture.metadata.uid.clone().unwrap_or_default();
+    observed(&ctx, "capture", &uid, reconcile::reconcile(capture.clone(), ctx.clone())).instrument(span).await
 }
 
 pub async fn release(release: Arc<ContainmentRelease>, ctx: Arc<Context>) -> Result<Action, reconcile::Error> {
@@ -29,7 +30,8 @@ pub async fn release(release: Arc<ContainmentRelease>, ctx: Arc<Context>) -> Res
     if let Some(instance) = release.status.as_ref().and_then(|s| s.instance_id.as_deref()) {
         span.record("instance", instance);
     }
-    observed(&ctx, "release", release::reconcile(release.clone(), ctx.clone())).instrument(span).await
+    let uid = release.metadata.uid.clone().unwrap_or_default();
+    observed(&ctx, "release", &uid, release::reconcile(release.clone(), ctx.clone())).instrument(span).await
 }
 
 /// `namespace/name` of `name` in the object's namespace.
@@ -40,9 +42,14 @@ fn key(object: &impl ResourceExt, name: &str) -> String {
 async fn observed(
     ctx: &Context,
     controller: &'static str,
+    uid: &str,
     reconcile: impl Future<Output = Result<Action, reconcile::Error>>,
 ) -> Result<Action, reconcile::Error> {
     let result = reconcile.await;
+    if result.is_ok() {
+        // The backoff counts consecutive failures only.
+        ctx.backoff.succeeded(uid);
+    }
     let reason = result.as_ref().err().map(reason);
     if let (Err(error), Some(reason)) = (&result, &reason) {
         tracing::warn!(%reason, %error, "reconcile failed; will retry");
@@ -59,7 +66,7 @@ fn reason(error: &reconcile::Error) -> String {
         reconcile::Error::Kube(kube::Error::Api(status)) if !status.reason.is_empty() => status.reason.clone(),
         reconcile::Error::Kube(kube::Error::Api(status)) => format!("Http{}", status.code),
         reconcile::Error::Kube(_) => "KubernetesClient".into(),
-        reconcile::Error::Retry(_) => "Transient".into(),
+        reconcile::Error::Retry { .. } => "Transient".into(),
     }
 }
 
@@ -76,6 +83,6 @@ mod tests {
     fn errors_are_counted_by_a_stable_reason() {
         assert_eq!(reason(&api_error(409, "Conflict")), "Conflict");
         assert_eq!(reason(&api_error(502, "")), "Http502");
-        assert_eq!(reason(&reconcile::Error::Retry("instance i-1: ec2:CreateSnapshots: RequestLimitExceeded: slow down".into())), "Transient");
+        assert_eq!(reason(&reconcile::Error::Retry { message: "instance i-1: ec2:CreateSnapshots: RequestLimitExceeded: slow down".into(), source: None }), "Transient");
     }
 }

@@ -11,21 +11,37 @@ use kube::{
 use serde_json::json;
 
 use super::{
-    Context, FINALIZER, lock,
-    status::{self, now},
-    steps::{self, Progress, StepContext, StepError, Writer},
+    Context, FINALIZER, backoff, lock, records, resolve, seal,
+    failure::StepError,
+    status::{Writer, now},
+    step_context::StepContext,
+    steps::{self, Progress},
 };
 use crate::{
-    api::{ForensicCapture, StepState},
-    planner::{self, Action, Situation, Step, Waiting},
+    api::{ForensicCapture, ForensicCaptureStatus, Reason, Step, StepState},
+    aws::AwsError,
+    planner::{self, Action, Situation, Waiting},
 };
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
-    #[error("retrying: {0}")]
-    Retry(String),
+    #[error("retrying: {message}")]
+    Retry {
+        message: String,
+        #[source]
+        source: Option<AwsError>,
+    },
+}
+
+impl From<StepError> for Error {
+    fn from(e: StepError) -> Self {
+        match e {
+            StepError::Retry { message, source } => Error::Retry { message, source },
+            other => Error::Retry { message: other.to_string(), source: None },
+        }
+    }
 }
 
 /// Bounds the work of one reconcile, so one capture cannot starve the others.
@@ -44,12 +60,11 @@ pub async fn reconcile(capture: Arc<ForensicCapture>, ctx: Arc<Context>) -> Resu
         return Ok(Requeue::await_change());
     }
 
-    let written = capture.status.clone().unwrap_or_default();
-    let mut status = written.clone();
+    let mut writer = Writer::new(&ctx, &capture);
+    let mut status = writer.written.clone();
     if status.started_at.is_none() {
         status.started_at = Some(now());
     }
-    let mut writer = Writer { ctx: &ctx, capture: &capture, written };
 
     for _ in 0..MAX_ACTIONS_PER_RECONCILE {
         if ctx.stopping() {
@@ -64,107 +79,96 @@ pub async fn reconcile(capture: Arc<ForensicCapture>, ctx: Arc<Context>) -> Resu
         tracing::debug!(?action, "planned");
         let outcome: Result<Progress, StepError> = match action {
             Action::Nothing => {
-                writer.save(&mut status).await.map_err(step_error)?;
+                writer.save(&mut status).await?;
                 if deleting {
                     remove_finalizer(&api, &capture).await?;
                 }
                 return Ok(Requeue::await_change());
             }
-            Action::ResolveTarget => match steps::resolve::resolve(&ctx, &capture).await {
-                Ok(target) => {
-                    status.target = Some(target);
-                    Ok(Progress::Continue)
-                }
-                Err(e) => Err(e),
-            },
+            Action::ResolveTarget => resolve::resolve(&ctx, &capture).await.map(|target| {
+                status.target = Some(target);
+                Progress::Continue
+            }),
             Action::AcquireLock => {
                 let instance_id = status.target.as_ref().map(|t| t.instance_id.clone()).unwrap_or_default();
                 match lock::acquire(&ctx, &capture, &instance_id).await? {
                     lock::LockState::Held => Ok(Progress::Continue),
                     lock::LockState::HeldBy(holder) => {
                         let waiting = Waiting {
-                            reason: "WaitingForInstanceLock",
+                            reason: Reason::WaitingForInstanceLock,
                             message: format!("instance {instance_id} is being captured by {holder}; this capture starts when that one ends"),
                         };
-                        status::publish(&ctx, &capture, &mut writer.written, &mut status, Some(&waiting)).await?;
+                        writer.publish(&mut status, Some(&waiting)).await?;
                         return Ok(Requeue::requeue(LOCK_RETRY));
                     }
                 }
             }
             Action::Skip { step, reason, message } => {
-                steps::end(step, &mut status, StepState::Skipped, Some(reason.into()), Some(message));
+                records::end(step, &mut status, StepState::Skipped, Some(reason), Some(message));
                 Ok(Progress::Continue)
             }
             Action::Run(step) => {
                 let target = status.target.clone().expect("the planner runs steps only after resolving the target");
                 let sc = StepContext::new(&ctx, &capture, target);
-                let result = match step {
-                    Step::Volatile => steps::volatile::run(&sc, &mut status, &mut writer).await,
-                    Step::Memory => steps::memory::run(&sc, &mut status, &mut writer).await,
-                    Step::Disk => steps::disk::run(&sc, &mut status, &mut writer).await,
-                    Step::Isolation => steps::isolation::run(&sc, &mut status, &mut writer).await,
-                };
-                match result {
+                match steps::run(step, &sc, &mut status, &mut writer).await {
                     // A step failure is recorded against that step; the planner decides what follows.
-                    Err(StepError::Failed { reason, message }) => {
-                        steps::end(step, &mut status, StepState::Failed, Some(reason), Some(message));
+                    Err(StepError::Failed { reason, message, .. }) => {
+                        records::end(step, &mut status, StepState::Failed, Some(reason), Some(message));
                         Ok(Progress::Continue)
                     }
                     other => other,
                 }
             }
-            Action::Finish => {
-                let written = match status.target.clone() {
-                    // The manifest describes the finished record, so it is written just before completion.
-                    Some(target) => steps::manifest::write(&StepContext::new(&ctx, &capture, target), &mut status).await,
-                    None => Ok(()),
-                };
-                match written {
-                    Ok(()) => {
-                        status.completed_at = Some(now());
-                        if let Some(target) = &status.target {
-                            lock::release(&ctx, &capture, &target.instance_id).await?;
-                        }
-                        Ok(Progress::Continue)
-                    }
-                    Err(e) => Err(e),
-                }
-            }
+            Action::Finish => finish(&ctx, &capture, &mut status).await,
         };
         match outcome {
-            Ok(Progress::Continue) => writer.save(&mut status).await.map_err(step_error)?,
+            Ok(Progress::Continue) => writer.save(&mut status).await?,
             Ok(Progress::Wait(after)) => {
-                writer.save(&mut status).await.map_err(step_error)?;
+                writer.save(&mut status).await?;
                 return Ok(Requeue::requeue(after));
             }
-            Err(StepError::Abort { reason, message }) => {
+            Err(StepError::Abort { reason, message, .. } | StepError::Failed { reason, message, .. }) => {
+                // Only steps fail one at a time; anything else that fails is a capture-level problem.
                 tracing::warn!(%reason, %message, "capture cannot continue");
-                abort(&capture, &mut status, &reason, &message);
-                writer.save(&mut status).await.map_err(step_error)?;
+                abort(&capture, &mut status, reason, &message);
+                writer.save(&mut status).await?;
             }
-            Err(StepError::Failed { reason, message }) => {
-                // Only steps fail this way; anything else that does is a capture-level problem.
-                abort(&capture, &mut status, &reason, &message);
-                writer.save(&mut status).await.map_err(step_error)?;
-            }
-            Err(StepError::Retry(message)) => {
-                writer.save(&mut status).await.map_err(step_error)?;
-                return Err(Error::Retry(message));
+            Err(StepError::Retry { message, source }) => {
+                // From the third failure in a row on, the Ready condition says what the capture waits for.
+                let failures = ctx.backoff.failures(capture.uid().as_deref().unwrap_or_default()) + 1;
+                let waiting = (failures >= backoff::SHOW_AFTER)
+                    .then(|| Waiting { reason: Reason::RetryingAfterError, message: format!("{message} (attempt {failures}, retried with backoff)") });
+                // The retry is what matters; a status that cannot be saved now is saved next time.
+                let _ = writer.publish(&mut status, waiting.as_ref()).await;
+                return Err(Error::Retry { message, source });
             }
         }
     }
     Ok(Requeue::requeue(Duration::from_millis(100)))
 }
 
+/// Every requested step has ended: the manifest describes the finished record, so it is written just before
+/// completion; then the lock is released.
+async fn finish(ctx: &Context, capture: &ForensicCapture, status: &mut ForensicCaptureStatus) -> Result<Progress, StepError> {
+    if let Some(target) = status.target.clone() {
+        seal::write(&StepContext::new(ctx, capture, target), status).await?;
+    }
+    status.completed_at = Some(now());
+    if let Some(target) = &status.target {
+        lock::release(ctx, capture, &target.instance_id).await?;
+    }
+    Ok(Progress::Continue)
+}
+
 /// Ends every unfinished requested step with `reason`: started ones Failed, the others Skipped.
-fn abort(capture: &ForensicCapture, status: &mut crate::api::ForensicCaptureStatus, reason: &str, message: &str) {
-    for step in Step::ALL.into_iter().filter(|s| s.enabled(&capture.spec)) {
+fn abort(capture: &ForensicCapture, status: &mut ForensicCaptureStatus, reason: Reason, message: &str) {
+    for &step in Step::ALL.iter().filter(|s| s.enabled(&capture.spec)) {
         let state = match step.record(status).map(|r| r.state) {
             Some(s) if s.is_terminal() => continue,
             Some(_) => StepState::Failed,
             None => StepState::Skipped,
         };
-        steps::end(step, status, state, Some(reason.into()), Some(message.into()));
+        records::end(step, status, state, Some(reason), Some(message.into()));
     }
 }
 
@@ -173,8 +177,4 @@ async fn remove_finalizer(api: &Api<ForensicCapture>, capture: &ForensicCapture)
     api.patch(&capture.name_any(), &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})))
         .await?;
     Ok(())
-}
-
-fn step_error(e: StepError) -> Error {
-    Error::Retry(e.to_string())
 }

@@ -55,7 +55,7 @@ fn run(step: Step) -> Action {
     Action::Run(step)
 }
 
-fn skip_reason(action: &Action) -> Option<(Step, &'static str)> {
+fn skip_reason(action: &Action) -> Option<(Step, Reason)> {
     match action {
         Action::Skip { step, reason, .. } => Some((*step, *reason)),
         _ => None,
@@ -77,7 +77,7 @@ fn no_step_starts_without_the_instance_lock() {
 fn the_full_flow_runs_volatile_memory_disk_isolation_in_order() {
     let spec = full();
     let mut f = Fixture::new().resolved("running", true);
-    for step in Step::ALL {
+    for &step in Step::ALL {
         assert_eq!(next_action(&spec, &f.0, &locked()), run(step));
         f = f.step(step, StepState::Running, None);
         assert_eq!(next_action(&spec, &f.0, &locked()), run(step), "a running {step:?} step is resumed");
@@ -128,8 +128,8 @@ fn an_unmanaged_instance_skips_acquisition_but_gets_disk_and_isolation() {
     let mut f = Fixture::new().resolved("running", false);
     for step in [Step::Volatile, Step::Memory] {
         let action = next_action(&spec, &f.0, &locked());
-        assert_eq!(skip_reason(&action), Some((step, reasons::NOT_SSM_MANAGED)));
-        f = f.step(step, StepState::Skipped, Some(reasons::NOT_SSM_MANAGED));
+        assert_eq!(skip_reason(&action), Some((step, Reason::NotSsmManaged)));
+        f = f.step(step, StepState::Skipped, Some(Reason::NotSsmManaged.as_str()));
     }
     assert_eq!(next_action(&spec, &f.0, &locked()), run(Step::Disk));
     f = f.done(Step::Disk);
@@ -140,7 +140,7 @@ fn an_unmanaged_instance_skips_acquisition_but_gets_disk_and_isolation() {
 fn a_stopped_instance_skips_acquisition_as_not_running() {
     let f = Fixture::new().resolved("stopped", true);
     let action = next_action(&full(), &f.0, &locked());
-    assert_eq!(skip_reason(&action), Some((Step::Volatile, reasons::INSTANCE_NOT_RUNNING)));
+    assert_eq!(skip_reason(&action), Some((Step::Volatile, Reason::InstanceNotRunning)));
     match action {
         Action::Skip { message, .. } => assert!(message.contains("i-0123456789abcdef0") && message.contains("stopped")),
         _ => unreachable!(),
@@ -157,7 +157,7 @@ fn hold_policy_keeps_a_failed_acquisition_unisolated() {
                 f = if step == failed { f.step(step, state, Some("CommandFailed")) } else { f.done(step) };
             }
             let action = next_action(&hold, &f.0, &locked());
-            assert_eq!(skip_reason(&action), Some((Step::Isolation, reasons::HELD_AFTER_ACQUISITION_FAILURE)), "{failed:?} {state:?}");
+            assert_eq!(skip_reason(&action), Some((Step::Isolation, Reason::HeldAfterAcquisitionFailure)), "{failed:?} {state:?}");
             assert_eq!(next_action(&full(), &f.0, &locked()), run(Step::Isolation), "Isolate policy isolates anyway");
         }
     }
@@ -183,40 +183,92 @@ fn deleting_drains_running_steps_and_starts_none() {
     assert_eq!(next_action(&full(), &f.0, &deleting), run(Step::Memory));
     let f = f.done(Step::Memory);
     let action = next_action(&full(), &f.0, &deleting);
-    assert_eq!(skip_reason(&action), Some((Step::Disk, reasons::CAPTURE_DELETED)));
+    assert_eq!(skip_reason(&action), Some((Step::Disk, Reason::CaptureDeleted)));
     let unresolved = next_action(&full(), &Fixture::new().0, &Situation { lock_held: false, deleting: true });
-    assert_eq!(skip_reason(&unresolved), Some((Step::Volatile, reasons::CAPTURE_DELETED)));
+    assert_eq!(skip_reason(&unresolved), Some((Step::Volatile, Reason::CaptureDeleted)));
 }
 
+/// Every combination of recorded step states (five per step: none, Running, Succeeded, Failed, Skipped), for
+/// every subset of enabled steps, both failure policies, managed and unmanaged instances, deleting or not: the
+/// planner's answer must obey every ordering rule. The steps are enumerated from `Step::ALL`, so a new step is
+/// covered without touching this test.
 #[test]
-fn resuming_from_every_recorded_status_continues_at_the_first_unfinished_step() {
-    let spec = full();
+fn every_recorded_status_under_every_spec_obeys_the_ordering_rules() {
     let states = [None, Some(StepState::Running), Some(StepState::Succeeded), Some(StepState::Failed), Some(StepState::Skipped)];
+    let steps = Step::ALL;
     let mut checked = 0;
-    for v in states {
-        for m in states {
-            for d in states {
-                for i in states {
-                    let mut f = Fixture::new().resolved("running", true);
-                    for (step, state) in [(Step::Volatile, v), (Step::Memory, m), (Step::Disk, d), (Step::Isolation, i)] {
-                        if let Some(s) = state {
-                            f = f.step(step, s, Some("R"));
+    for enabled_mask in 0..(1u32 << steps.len()) {
+        for policy in [AcquisitionFailurePolicy::Isolate, AcquisitionFailurePolicy::Hold] {
+            let mut spec = full();
+            spec.steps.isolation.on_acquisition_failure = policy;
+            for (i, &step) in steps.iter().enumerate() {
+                step.set_enabled(&mut spec, enabled_mask & (1 << i) != 0);
+            }
+            for combination in 0..states.len().pow(steps.len() as u32) {
+                let recorded: Vec<(Step, Option<StepState>)> =
+                    steps.iter().enumerate().map(|(i, &step)| (step, states[combination / states.len().pow(i as u32) % states.len()])).collect();
+                for managed in [true, false] {
+                    for deleting in [false, true] {
+                        let mut f = Fixture::new().resolved("running", managed);
+                        for &(step, state) in &recorded {
+                            if let Some(s) = state {
+                                f = f.step(step, s, Some("R"));
+                            }
                         }
+                        let action = next_action(&spec, &f.0, &Situation { lock_held: true, deleting });
+                        check_rules(&spec, &recorded, managed, deleting, &action);
+                        checked += 1;
                     }
-                    let action = next_action(&spec, &f.0, &locked());
-                    let first_open = [(Step::Volatile, v), (Step::Memory, m), (Step::Disk, d), (Step::Isolation, i)]
-                        .into_iter()
-                        .find(|(_, s)| !s.is_some_and(StepState::is_terminal));
-                    match first_open {
-                        None => assert_eq!(action, Action::Finish),
-                        Some((step, _)) => assert_eq!(action, run(step), "v={v:?} m={m:?} d={d:?} i={i:?}"),
-                    }
-                    checked += 1;
                 }
             }
         }
     }
-    assert_eq!(checked, 625);
+    assert_eq!(checked, (1 << steps.len()) * 2 * states.len().pow(steps.len() as u32) * 4);
+}
+
+fn check_rules(spec: &ForensicCaptureSpec, recorded: &[(Step, Option<StepState>)], managed: bool, deleting: bool, action: &Action) {
+    let context = format!("{recorded:?} managed={managed} deleting={deleting} enabled={:?}", Step::ALL.iter().filter(|s| s.enabled(spec)).collect::<Vec<_>>());
+    let open: Vec<(Step, Option<StepState>)> =
+        recorded.iter().copied().filter(|(s, st)| s.enabled(spec) && !st.is_some_and(StepState::is_terminal)).collect();
+    let Some(&(first, first_state)) = open.first() else {
+        assert_eq!(*action, Action::Finish, "{context}");
+        return;
+    };
+    let acted_on = match action {
+        Action::Run(step) => *step,
+        Action::Skip { step, .. } => *step,
+        other => panic!("{context}: a resolved, locked capture with open steps got {other:?}"),
+    };
+    assert!(acted_on.enabled(spec), "{context}: a disabled step was acted on");
+    if deleting {
+        // Drain: only a running step runs; the first open one is recorded as not done.
+        match open.iter().find(|(_, st)| *st == Some(StepState::Running)) {
+            Some(&(running, _)) => assert_eq!(*action, run(running), "{context}"),
+            None => assert_eq!(skip_reason(action), Some((first, Reason::CaptureDeleted)), "{context}"),
+        }
+        return;
+    }
+    assert_eq!(acted_on, first, "{context}: the first open step in flow order comes next");
+    if first_state == Some(StepState::Running) {
+        assert_eq!(*action, run(first), "{context}: a started step runs to its end");
+        return;
+    }
+    if first.info().needs == Needs::LinuxAgent && !managed {
+        assert_eq!(skip_reason(action), Some((first, Reason::NotSsmManaged)), "{context}");
+        return;
+    }
+    if first.group() == Group::Isolated {
+        let evidence_open = recorded.iter().any(|(s, st)| s.enabled(spec) && s.group().is_evidence() && !st.is_some_and(StepState::is_terminal));
+        assert!(!evidence_open, "{context}: containment before the evidence ended");
+        let acquisition_failed = recorded
+            .iter()
+            .any(|(s, st)| s.enabled(spec) && s.group() == Group::Acquired && matches!(st, Some(StepState::Failed | StepState::Skipped)));
+        if acquisition_failed && spec.steps.isolation.on_acquisition_failure == AcquisitionFailurePolicy::Hold {
+            assert_eq!(skip_reason(action), Some((first, Reason::HeldAfterAcquisitionFailure)), "{context}");
+            return;
+        }
+    }
+    assert_eq!(*action, run(first), "{context}");
 }
 
 #[test]
@@ -268,7 +320,7 @@ fn a_failure_names_its_reason_in_failed_ready_and_its_group() {
 
 #[test]
 fn waiting_for_the_lock_shows_in_ready() {
-    let waiting = Waiting { reason: "WaitingForInstanceLock", message: "held by ns/other".into() };
+    let waiting = Waiting { reason: Reason::WaitingForInstanceLock, message: "held by ns/other".into() };
     let (conditions, phase) = derive(&full(), &Fixture::new().resolved("running", true).0, Some(&waiting));
     let ready = conditions.iter().find(|c| c.type_ == READY).unwrap();
     assert_eq!((ready.status, ready.reason.as_str(), ready.message.as_str()), (false, "WaitingForInstanceLock", "held by ns/other"));
@@ -278,15 +330,15 @@ fn waiting_for_the_lock_shows_in_ready() {
 #[test]
 fn windows_instances_are_sent_no_script_and_isolation_follows_the_policy() {
     let status = Fixture::new().resolved("running", true).platform("Windows");
-    assert_eq!(skip_reason(&next_action(&full(), &status.0, &locked())), Some((Step::Volatile, "UnsupportedPlatform")));
+    assert_eq!(skip_reason(&next_action(&full(), &status.0, &locked())), Some((Step::Volatile, Reason::UnsupportedPlatform)));
     let status = status.step(Step::Volatile, StepState::Skipped, Some("UnsupportedPlatform"));
-    assert_eq!(skip_reason(&next_action(&full(), &status.0, &locked())), Some((Step::Memory, "UnsupportedPlatform")));
+    assert_eq!(skip_reason(&next_action(&full(), &status.0, &locked())), Some((Step::Memory, Reason::UnsupportedPlatform)));
     let status = status.step(Step::Memory, StepState::Skipped, Some("UnsupportedPlatform"));
     assert_eq!(next_action(&full(), &status.0, &locked()), run(Step::Disk));
     let status = status.done(Step::Disk);
     assert_eq!(next_action(&full(), &status.0, &locked()), run(Step::Isolation));
     let hold = spec("caseId: INC-1\ntarget: {instanceId: i-0123456789abcdef0}\nisolation: {onAcquisitionFailure: Hold}\n");
-    assert_eq!(skip_reason(&next_action(&hold, &status.0, &locked())), Some((Step::Isolation, "HeldAfterAcquisitionFailure")));
+    assert_eq!(skip_reason(&next_action(&hold, &status.0, &locked())), Some((Step::Isolation, Reason::HeldAfterAcquisitionFailure)));
 }
 
 #[test]

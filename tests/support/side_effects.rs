@@ -34,7 +34,7 @@ pub async fn assert_each_side_effect_once(instance: &str, capture: &ForensicCapt
     roles.sort();
     assert_eq!(roles, vec!["isolation", "transition"], "one isolation group and one transition group");
     let actions: Vec<(String, String)> =
-        status.isolation.as_ref().unwrap().actions.iter().map(|a| (a.name.clone(), a.state.clone())).collect();
+        status.isolation.as_ref().unwrap().actions.iter().map(|a| (a.name.clone(), a.state.to_string())).collect();
     assert_eq!(actions.len(), 7, "each containment action recorded once: {actions:?}");
 
     let kinds: Vec<ArtifactType> = status.artifacts.iter().map(|a| a.kind).collect();

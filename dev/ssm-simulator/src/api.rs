@@ -65,6 +65,10 @@ impl Simulator {
         }
     }
 
+    pub fn state_dir(&self) -> &std::path::Path {
+        &self.options.state_dir
+    }
+
     pub fn default_region(&self) -> &str {
         &self.options.default_region
     }

@@ -7,6 +7,7 @@
 //! managed nodes whose "agent" runs the script under bubblewrap, or, for instances tagged
 //! `ssm-simulator:target=qemu`, in a QEMU guest with a real Linux kernel (vm.rs).
 
+mod deny;
 mod api;
 mod fleet;
 mod protocol;

@@ -29,6 +29,13 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepOutcomeLabels {
+    step: &'static str,
+    state: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabels {
     phase: &'static str,
 }
@@ -50,6 +57,8 @@ pub struct Metrics {
     registry: Registry,
     reconciles: Family<ControllerLabels, Counter>,
     reconcile_errors: Family<ReasonLabels, Counter>,
+    step_outcomes: Family<StepOutcomeLabels, Counter>,
+    status_patches: Counter,
     captures: Family<PhaseLabels, Gauge>,
     aws_calls: Family<AwsCallLabels, Counter>,
     aws_call_duration: HistogramFamily<OperationLabels>,
@@ -83,6 +92,13 @@ impl Metrics {
             "Reconciles that ended in an error and will be retried, by reason: the Kubernetes API's reason, KubernetesClient, or Transient (AWS throttling, 5xx, transport; see aws_calls_total)",
             Family::default(),
         );
+        let step_outcomes = registered(
+            r,
+            "step_outcomes",
+            "Steps that ended, by step, state (Succeeded, Failed, Skipped) and stable reason (docs/reference.md#reasons; empty on success)",
+            Family::default(),
+        );
+        let status_patches = registered(r, "status_patches", "ForensicCapture status patches sent to the Kubernetes API", Counter::default());
         let captures = registered(r, "captures", "ForensicCaptures by phase, as the leader sees them (0 on a standby)", Family::default());
         let aws_calls = registered(
             r,
@@ -109,6 +125,8 @@ impl Metrics {
             registry,
             reconciles,
             reconcile_errors,
+            step_outcomes,
+            status_patches,
             captures,
             aws_calls,
             aws_call_duration,
@@ -131,6 +149,22 @@ impl Metrics {
         if let Some(reason) = error_reason {
             self.reconcile_errors.get_or_create(&ReasonLabels { reason }).inc();
         }
+    }
+
+    /// A step reached its end; `reason` is empty for Succeeded.
+    pub fn step_ended(&self, step: crate::api::Step, state: crate::api::StepState, reason: Option<crate::api::Reason>) {
+        let state = match state {
+            crate::api::StepState::Running => return,
+            crate::api::StepState::Succeeded => "Succeeded",
+            crate::api::StepState::Failed => "Failed",
+            crate::api::StepState::Skipped => "Skipped",
+        };
+        let labels = StepOutcomeLabels { step: step.name(), state, reason: reason.map(|r| r.as_str()).unwrap_or_default() };
+        self.step_outcomes.get_or_create(&labels).inc();
+    }
+
+    pub fn status_patched(&self) {
+        self.status_patches.inc();
     }
 
     pub fn set_leader(&self, leading: bool) {

@@ -1,51 +1,82 @@
 //! EBS snapshots: one CreateSnapshots call (crash-consistent across volumes), found again by the capture's UID
 //! tag after a restart, completion awaited by requeueing.
+//!
+//! CreateSnapshots has no client token and DescribeSnapshots is eventually consistent, so the intent is saved
+//! (with its time) before the call, and a restart that finds no tagged snapshot waits out the lookup window
+//! before creating a second set; snapshots already recorded must all be seen again before the step goes on.
 
-use super::{Progress, StepContext, StepError, Writer, upsert_artifact};
+use std::time::Duration;
+
+use super::Progress;
 use crate::{
-    api::{Artifact, ArtifactType, ForensicCaptureStatus, StepState},
+    api::{Artifact, ArtifactType, ForensicCaptureStatus, Reason, Step},
     aws::ec2::{Ec2Api, SnapshotInfo},
-    controller::status::now,
-    planner::Step,
+    controller::{
+        failure::StepError,
+        protect,
+        records::{self, upsert_artifact},
+        ssm_command::within_lookup_window,
+        status::{Writer, now},
+        step_context::StepContext,
+    },
 };
 
 const STEP: Step = Step::Disk;
+const SNAPSHOT_POLL: Duration = Duration::from_secs(10);
 
 pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, writer: &mut Writer<'_>) -> Result<Progress, StepError> {
-    if super::start(STEP, status) {
-        writer.save(status).await?;
-    }
     let instance_id = sc.instance_id().to_string();
     let ec2 = &sc.aws.ec2;
-    let mut snapshots = ec2.snapshots_tagged(&sc.uid).await.map_err(|e| StepError::aws(e, &instance_id, "SnapshotFailed"))?;
+    let failed = |e| StepError::on_instance(e, &instance_id, Reason::SnapshotFailed);
+    let mut snapshots = ec2.snapshots_tagged(&sc.uid).await.map_err(failed)?;
+    let recorded: Vec<String> = status.artifacts.iter().filter(|a| a.kind == ArtifactType::EbsSnapshot).filter_map(|a| snapshot_id(&a.uri)).collect();
+    if recorded.iter().any(|id| !snapshots.iter().any(|s| &s.snapshot_id == id)) {
+        // A recorded snapshot the tag lookup does not show yet: look again rather than go on with part of the set.
+        return Ok(Progress::Wait(super::POLL));
+    }
     if snapshots.is_empty() {
+        if within_lookup_window(records::record(STEP, status).create_requested_at.as_ref()) {
+            return Ok(Progress::Wait(super::POLL));
+        }
+        records::record(STEP, status).create_requested_at = Some(now());
+        writer.save(status).await?;
         let description = format!("forensic-capture case {} instance {instance_id} capture {}", sc.capture.spec.case_id, sc.uid);
         snapshots = ec2
-            .create_snapshots(&instance_id, sc.capture.spec.disk.exclude_boot_volume, &description, &sc.tags())
+            .create_snapshots(&instance_id, sc.capture.spec.steps.disk.exclude_boot_volume, &description, &sc.tags())
             .await
-            .map_err(|e| StepError::aws(e, &instance_id, "SnapshotFailed"))?;
+            .map_err(failed)?;
         if snapshots.is_empty() {
-            return Err(StepError::failed("NoVolumes", format!("instance {instance_id} has no EBS volumes to snapshot")));
+            return Err(StepError::failed(Reason::NoVolumes, format!("instance {instance_id} has no EBS volumes to snapshot")));
         }
+        for snapshot in &snapshots {
+            upsert_artifact(status, artifact(sc, snapshot));
+        }
+        // Recorded at once: the set is known by ID from here on, whatever the tag lookup shows.
+        writer.save(status).await?;
     }
     for snapshot in &snapshots {
         upsert_artifact(status, artifact(sc, snapshot));
     }
     if let Some(failed) = snapshots.iter().find(|s| s.state == "error") {
         return Err(StepError::failed(
-            "SnapshotFailed",
+            Reason::SnapshotFailed,
             format!("snapshot {} of volume {} (instance {instance_id}) is in state error", failed.snapshot_id, failed.volume_id),
         ));
     }
     if snapshots.iter().all(|s| s.state == "completed") {
         for snapshot in &snapshots {
-            let lock = super::protect::snapshot(sc, &snapshot.snapshot_id).await?;
+            let lock = protect::snapshot(sc, &snapshot.snapshot_id).await?;
             upsert_artifact(status, Artifact { lock, ..artifact(sc, snapshot) });
         }
-        super::end(STEP, status, StepState::Succeeded, None, None);
+        records::succeed(STEP, status);
         return Ok(Progress::Continue);
     }
-    Ok(Progress::Wait(std::time::Duration::from_secs(10)))
+    Ok(Progress::Wait(SNAPSHOT_POLL))
+}
+
+/// The snapshot ID in a recorded snapshot artifact's ARN.
+fn snapshot_id(uri: &str) -> Option<String> {
+    uri.rsplit_once("snapshot/").map(|(_, id)| id.to_string())
 }
 
 fn artifact(sc: &StepContext<'_>, snapshot: &SnapshotInfo) -> Artifact {
@@ -63,5 +94,13 @@ fn artifact(sc: &StepContext<'_>, snapshot: &SnapshotInfo) -> Artifact {
         lock: None,
         key_id: None,
         image: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn snapshot_ids_are_read_from_recorded_arns() {
+        assert_eq!(super::snapshot_id("arn:aws:ec2:eu-west-1::snapshot/snap-0abc"), Some("snap-0abc".into()));
     }
 }

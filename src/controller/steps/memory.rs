@@ -6,14 +6,21 @@ use std::time::Duration;
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
-use super::{POLL, Progress, StepContext, StepError, Writer, command, upsert_artifact};
+use super::{POLL, Progress};
 use crate::{
     acquisition::{self, plan_parts},
-    lime,
-    api::{Artifact, ArtifactType, ForensicCaptureStatus, StepState},
+    api::{Artifact, ArtifactType, ForensicCaptureStatus, Reason, Step},
     aws::s3::{EvidenceStore, Presign},
-    controller::config::parse_s3_uri,
-    planner::Step,
+    controller::{
+        config::parse_s3_uri,
+        failure::StepError,
+        protect,
+        records::{self, upsert_artifact},
+        ssm_command::{self, Command},
+        status::Writer,
+        step_context::StepContext,
+    },
+    lime,
 };
 
 const STEP: Step = Step::Memory;
@@ -33,44 +40,39 @@ fn execution_timeout(memory_mib: u64) -> u64 {
 }
 
 pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, writer: &mut Writer<'_>) -> Result<Progress, StepError> {
-    if super::start(STEP, status) {
-        writer.save(status).await?;
-    }
     let instance_id = sc.instance_id().to_string();
     let architecture = sc.target.architecture.clone().unwrap_or_default();
     if !matches!(architecture.as_str(), "x86_64" | "arm64") {
-        return Err(StepError::failed(
-            "UnsupportedArchitecture",
+        return Err(StepError::failed(Reason::UnsupportedArchitecture,
             format!("instance {instance_id} is {architecture:?}: AVML acquires memory on x86_64 and arm64 only"),
         ));
     }
     let (avml_uri, avml_sha256) = sc.ctx.config.avml_for(&architecture).ok_or_else(|| {
-        StepError::failed(
-            "AvmlNotConfigured",
+        StepError::failed(Reason::AvmlNotConfigured,
             format!("instance {instance_id} is {architecture}: no AVML location and SHA-256 configured for that architecture"),
         )
     })?;
     let (avml_bucket, avml_key) = parse_s3_uri(&avml_uri)
-        .ok_or_else(|| StepError::failed("AvmlNotConfigured", format!("AVML location {avml_uri:?} is not s3://bucket/key")))?;
+        .ok_or_else(|| StepError::failed(Reason::AvmlNotConfigured, format!("AVML location {avml_uri:?} is not s3://bucket/key")))?;
     let memory_mib = sc.target.memory_mib.filter(|m| *m > 0).ok_or_else(|| {
-        StepError::failed("MemorySizeUnknown", format!("instance {instance_id}: the instance type's memory size is unknown"))
+        StepError::failed(Reason::MemorySizeUnknown, format!("instance {instance_id}: the instance type's memory size is unknown"))
     })? as u64;
     let parts = plan_parts(memory_mib);
     let (bucket, prefix) = sc.evidence()?;
     let key = sc.key(&prefix, "memory.lime");
     let parts_key = sc.key(&prefix, "memory.parts");
 
-    let upload_id = match super::record(STEP, status).upload_id.clone() {
+    let upload_id = match records::record(STEP, status).upload_id.clone() {
         Some(id) => id,
         None => {
             sc.check_bucket(&bucket).await?;
             let store = &sc.aws.store;
-            let existing = store.find_multipart_upload(&bucket, &key).await.map_err(|e| StepError::aws(e, &instance_id, "UploadFailed"))?;
+            let existing = store.find_multipart_upload(&bucket, &key).await.map_err(|e| StepError::on_instance(e, &instance_id, Reason::UploadFailed))?;
             let id = match existing {
                 Some(id) => id,
-                None => store.create_multipart_upload(&bucket, &key).await.map_err(|e| StepError::aws(e, &instance_id, "UploadFailed"))?,
+                None => store.create_multipart_upload(&bucket, &key).await.map_err(|e| StepError::on_instance(e, &instance_id, Reason::UploadFailed))?,
             };
-            let record = super::record(STEP, status);
+            let record = records::record(STEP, status);
             record.upload_id = Some(id.clone());
             record.part_size_bytes = Some(parts.part_size as i64);
             writer.save(status).await?;
@@ -89,25 +91,25 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
     };
     // The first plan's renewal time is taken before it is signed, so it is never later than the real one.
     let first_renewal = acquisition::plan_timing(unix_now(), upload.ttl.as_secs()).renew_at;
-    let sent_now = std::sync::atomic::AtomicBool::new(false);
-    let prepare = || {
-        sent_now.store(true, std::sync::atomic::Ordering::Relaxed);
-        prepare_command(sc, &upload, &architecture, (&avml_bucket, &avml_key, &avml_sha256))
+    let prepare = || prepare_command(sc, &upload, &architecture, (&avml_bucket, &avml_key, &avml_sha256));
+    let (command_id, sent_now) = match ssm_command::ensure(sc, STEP, status, writer, execution_timeout(memory_mib), prepare).await? {
+        Command::SentNow(id) => (id, true),
+        Command::Known(id) => (id, false),
+        Command::Unconfirmed => return Ok(Progress::Wait(POLL)),
     };
-    let command_id = command::ensure(sc, STEP, status, writer, execution_timeout(memory_mib), prepare).await?;
-    let record = super::record(STEP, status);
+    let record = records::record(STEP, status);
     if record.plan_generation.is_none() {
         // A command found in SSM's history after a restart has a plan of unknown age: renew it at once.
         record.plan_generation = Some(1);
-        record.plan_renew_at = Some(unix_time(if sent_now.load(std::sync::atomic::Ordering::Relaxed) { first_renewal } else { unix_now() }));
+        record.plan_renew_at = Some(unix_time(if sent_now { first_renewal } else { unix_now() }));
         writer.save(status).await?;
     }
-    let Some(stdout) = command::output(sc, STEP, &command_id).await? else {
+    let Some(stdout) = ssm_command::output(sc, STEP, &command_id).await? else {
         renew_plan_if_due(sc, &upload, status, writer).await?;
         return Ok(Progress::Wait(POLL));
     };
     let reported = acquisition::result(&stdout, "memory").ok_or_else(|| {
-        StepError::failed("MissingResult", format!("instance {instance_id}: memory command {command_id} reported no result"))
+        StepError::failed(Reason::MissingResult, format!("instance {instance_id}: memory command {command_id} reported no result"))
     })?;
     let sha256 = reported.get("sha256").cloned().unwrap_or_default();
     let bytes: i64 = reported.get("bytes").and_then(|b| b.parse().ok()).unwrap_or(-1);
@@ -124,17 +126,17 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
     };
     // The image is evidence whatever the gate says: it is recorded (and locked) before a refusal fails the step.
     let mut artifact = Artifact {
-        started_at: super::record(STEP, status).started_at.clone(),
+        started_at: records::record(STEP, status).started_at.clone(),
         image: quality,
         ..Artifact::s3_object("memory", ArtifactType::MemoryImage, format!("s3://{bucket}/{key}"), sha256, bytes)
     };
     upsert_artifact(status, artifact.clone());
-    artifact.lock = super::protect::object(sc, &bucket, &key).await?;
+    artifact.lock = protect::object(sc, &bucket, &key).await?;
     upsert_artifact(status, artifact);
     if let Some(refusal) = refusal {
         return Err(StepError::failed(refusal.reason, format!("s3://{bucket}/{key} from instance {instance_id} failed the image quality gate: {}", refusal.message)));
     }
-    super::end(STEP, status, StepState::Succeeded, None, None);
+    records::succeed(STEP, status);
     Ok(Progress::Continue)
 }
 
@@ -182,7 +184,7 @@ async fn write_plan(sc: &StepContext<'_>, upload: &Upload<'_>, generation: i32, 
         .store
         .presign(&requests, upload.ttl, &format!("fc-{}-memory", &sc.uid[..8.min(sc.uid.len())]))
         .await
-        .map_err(|e| StepError::aws(e, instance_id, "PresignFailed"))?;
+        .map_err(|e| StepError::on_instance(e, instance_id, Reason::PresignFailed))?;
     let timing = acquisition::plan_timing(signed_at, upload.ttl.as_secs());
     let renewal = acquisition::PlanRenewal { refresh_at: timing.refresh_at, expires_at: timing.expires_at, next_plan_url: urls[leading + 1].clone() };
     let plan = acquisition::upload_plan(upload.parts.part_size, &urls[leading], &urls[leading + 2..], Some(&renewal));
@@ -190,7 +192,7 @@ async fn write_plan(sc: &StepContext<'_>, upload: &Upload<'_>, generation: i32, 
         .store
         .put_object(upload.bucket, &plan_key(sc, upload.prefix, generation), plan.into_bytes(), "text/plain")
         .await
-        .map_err(|e| StepError::aws(e, instance_id, "UploadFailed"))?;
+        .map_err(|e| StepError::on_instance(e, instance_id, Reason::UploadFailed))?;
     Ok((urls[..leading].to_vec(), signed_at))
 }
 
@@ -216,14 +218,14 @@ async fn prepare_command(
             ("FC_PLAN_URL", &urls[1]),
         ],
     )
-    .map_err(|e| StepError::failed("InvalidCommand", e.to_string()))
+    .map_err(|e| StepError::failed(Reason::InvalidCommand, e.to_string()))
 }
 
 /// While the command runs, writes the next plan once the current one is half-way through its life, so an upload
 /// that outlasts one set of presigned URLs moves on to fresh ones. A restart between writing and recording just
 /// writes that plan again with fresh URLs.
 async fn renew_plan_if_due(sc: &StepContext<'_>, upload: &Upload<'_>, status: &mut ForensicCaptureStatus, writer: &mut Writer<'_>) -> Result<(), StepError> {
-    let record = super::record(STEP, status);
+    let record = records::record(STEP, status);
     let (Some(generation), Some(due)) = (record.plan_generation, record.plan_renew_at.clone()) else {
         return Ok(());
     };
@@ -231,7 +233,7 @@ async fn renew_plan_if_due(sc: &StepContext<'_>, upload: &Upload<'_>, status: &m
         return Ok(());
     }
     let (_, signed_at) = write_plan(sc, upload, generation + 1, Vec::new()).await?;
-    let record = super::record(STEP, status);
+    let record = records::record(STEP, status);
     record.plan_generation = Some(generation + 1);
     record.plan_renew_at = Some(unix_time(acquisition::plan_timing(signed_at, upload.ttl.as_secs()).renew_at));
     tracing::debug!(instance = %sc.instance_id(), generation = generation + 1, "memory upload plan renewed");
@@ -253,27 +255,26 @@ async fn complete_upload(
     let instance_id = sc.instance_id();
     let store = &sc.aws.store;
     let uri = format!("s3://{bucket}/{key}");
-    let list = store.get_object(bucket, parts_key).await.map_err(|e| StepError::aws(e, instance_id, "UploadIncomplete"))?;
+    let list = store.get_object(bucket, parts_key).await.map_err(|e| StepError::on_instance(e, instance_id, Reason::UploadIncomplete))?;
     let mut parts = acquisition::parse_parts_list(&String::from_utf8_lossy(&list))
-        .ok_or_else(|| StepError::failed("UploadIncomplete", format!("{uri} from instance {instance_id}: the parts list is malformed")))?;
+        .ok_or_else(|| StepError::failed(Reason::UploadIncomplete, format!("{uri} from instance {instance_id}: the parts list is malformed")))?;
     parts.sort_by_key(|p| p.number);
     let numbers: Vec<i32> = parts.iter().map(|p| p.number).collect();
     let total: i64 = parts.iter().map(|p| p.size).sum();
     if !numbers.iter().copied().eq(1..=part_count) || total != bytes {
-        return Err(StepError::failed(
-            "UploadIncomplete",
+        return Err(StepError::failed(Reason::UploadIncomplete,
             format!("{uri} from instance {instance_id}: the command reported {part_count} parts / {bytes} bytes, the parts list has {} parts / {total} bytes", numbers.len()),
         ));
     }
     if let Err(e) = store.complete_multipart_upload(bucket, key, upload_id, &parts).await {
         // NoSuchUpload: completed before a restart; the size check below decides.
         if e.code != "NoSuchUpload" {
-            return Err(StepError::aws(e, instance_id, "UploadIncomplete"));
+            return Err(StepError::on_instance(e, instance_id, Reason::UploadIncomplete));
         }
     }
-    let size = store.object_size(bucket, key).await.map_err(|e| StepError::aws(e, instance_id, "UploadIncomplete"))?;
+    let size = store.object_size(bucket, key).await.map_err(|e| StepError::on_instance(e, instance_id, Reason::UploadIncomplete))?;
     if size != Some(bytes) {
-        return Err(StepError::failed("UploadIncomplete", format!("{uri} from instance {instance_id}: expected {bytes} bytes, S3 holds {size:?}")));
+        return Err(StepError::failed(Reason::UploadIncomplete, format!("{uri} from instance {instance_id}: expected {bytes} bytes, S3 holds {size:?}")));
     }
     Ok(())
 }
@@ -286,10 +287,9 @@ async fn check_image(sc: &StepContext<'_>, bucket: &str, key: &str, reported_sha
     let instance_id = sc.instance_id();
     let mut inspector = lime::Inspector::new();
     let (actual, size) =
-        sc.aws.store.object_sha256(bucket, key, |chunk| inspector.feed(chunk)).await.map_err(|e| StepError::aws(e, instance_id, "UploadIncomplete"))?;
+        sc.aws.store.object_sha256(bucket, key, |chunk| inspector.feed(chunk)).await.map_err(|e| StepError::on_instance(e, instance_id, Reason::UploadIncomplete))?;
     if actual != reported_sha256 {
-        return Err(StepError::failed(
-            "ArtifactChecksumMismatch",
+        return Err(StepError::failed(Reason::ArtifactChecksumMismatch,
             format!("s3://{bucket}/{key} from instance {instance_id}: the instance streamed sha256 {reported_sha256}, S3 holds sha256 {actual} ({size} bytes)"),
         ));
     }

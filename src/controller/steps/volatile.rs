@@ -1,20 +1,25 @@
 //! Volatile data and kernel symbol material, through one SSM command; both archives are PUT to presigned
 //! URLs and then re-hashed by the controller.
 
-use super::{POLL, Progress, StepContext, StepError, Writer, command, upsert_artifact};
+use super::{POLL, Progress};
 use crate::{
     acquisition,
-    api::{Artifact, ArtifactType, ForensicCaptureStatus, StepState},
+    api::{Artifact, ArtifactType, ForensicCaptureStatus, Reason, Step},
     aws::s3::{EvidenceStore, Presign},
-    planner::Step,
+    controller::{
+        failure::StepError,
+        protect,
+        records::{self, upsert_artifact},
+        ssm_command::{self, Command},
+        status::Writer,
+        step_context::StepContext,
+        symbols,
+    },
 };
 
 const STEP: Step = Step::Volatile;
 
 pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, writer: &mut Writer<'_>) -> Result<Progress, StepError> {
-    if super::start(STEP, status) {
-        writer.save(status).await?;
-    }
     let (bucket, prefix) = sc.evidence()?;
     let volatile_key = sc.key(&prefix, "volatile.tar.gz");
     let symbols_key = sc.key(&prefix, "symbols.tar.gz");
@@ -34,23 +39,26 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
                 &format!("fc-{}-volatile", &sc.uid[..8.min(sc.uid.len())]),
             )
             .await
-            .map_err(|e| StepError::aws(e, &instance_id, "PresignFailed"))?;
+            .map_err(|e| StepError::on_instance(e, &instance_id, Reason::PresignFailed))?;
         acquisition::command_lines(acquisition::VOLATILE_SCRIPT, &[("FC_VOLATILE_URL", &urls[0]), ("FC_SYMBOLS_URL", &urls[1])])
-            .map_err(|e| StepError::failed("InvalidCommand", e.to_string()))
+            .map_err(|e| StepError::failed(Reason::InvalidCommand, e.to_string()))
     };
-    let command_id = command::ensure(sc, STEP, status, writer, sc.ctx.config.volatile_timeout_seconds, prepare).await?;
-    let Some(stdout) = command::output(sc, STEP, &command_id).await? else {
+    let command_id = match ssm_command::ensure(sc, STEP, status, writer, sc.ctx.config.volatile_timeout_seconds, prepare).await? {
+        Command::Known(id) | Command::SentNow(id) => id,
+        Command::Unconfirmed => return Ok(Progress::Wait(POLL)),
+    };
+    let Some(stdout) = ssm_command::output(sc, STEP, &command_id).await? else {
         return Ok(Progress::Wait(POLL));
     };
     for (name, key, kind) in [("volatile", &volatile_key, ArtifactType::VolatileData), ("symbols", &symbols_key, ArtifactType::KernelSymbols)] {
         let mut artifact = verified_artifact(sc, &stdout, name, &bucket, key, kind).await?;
-        artifact.started_at = super::record(STEP, status).started_at.clone();
+        artifact.started_at = records::record(STEP, status).started_at.clone();
         upsert_artifact(status, artifact.clone());
-        artifact.lock = super::protect::object(sc, &bucket, key).await?;
+        artifact.lock = protect::object(sc, &bucket, key).await?;
         upsert_artifact(status, artifact);
     }
-    super::symbols::build(sc, status, &bucket, &prefix, &symbols_key).await?;
-    super::end(STEP, status, StepState::Succeeded, None, None);
+    symbols::build(sc, status, &bucket, &prefix, &symbols_key).await?;
+    records::succeed(STEP, status);
     Ok(Progress::Continue)
 }
 
@@ -65,13 +73,13 @@ async fn verified_artifact(
 ) -> Result<Artifact, StepError> {
     let instance_id = sc.instance_id();
     let reported = acquisition::result(stdout, name).ok_or_else(|| {
-        StepError::failed("MissingResult", format!("instance {instance_id}: the volatile command reported no {name} result"))
+        StepError::failed(Reason::MissingResult, format!("instance {instance_id}: the volatile command reported no {name} result"))
     })?;
     let expected = reported.get("sha256").cloned().unwrap_or_default();
-    let (actual, size) = sc.aws.store.object_sha256(bucket, key, |_| {}).await.map_err(|e| StepError::aws(e, instance_id, "ArtifactMissing"))?;
+    let (actual, size) = sc.aws.store.object_sha256(bucket, key, |_| {}).await.map_err(|e| StepError::on_instance(e, instance_id, Reason::ArtifactMissing))?;
     if actual != expected || reported.get("bytes").map(String::as_str) != Some(size.to_string().as_str()) {
         return Err(StepError::failed(
-            "ArtifactChecksumMismatch",
+            Reason::ArtifactChecksumMismatch,
             format!("s3://{bucket}/{key} from instance {instance_id}: instance reported sha256 {expected}, S3 holds {actual} ({size} bytes)"),
         ));
     }

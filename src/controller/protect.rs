@@ -4,20 +4,19 @@
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
-use super::{StepContext, StepError};
+use super::{
+    failure::{OnError, StepError},
+    step_context::StepContext,
+};
 use crate::{
-    api::ArtifactLock,
-    aws::{AwsError, ErrorClass, s3::EvidenceStore, snapshot_lock::SnapshotLockApi},
+    api::{ArtifactLock, Reason},
+    aws::{AwsError, s3::EvidenceStore, snapshot_lock::SnapshotLockApi},
     custody,
 };
 
-fn lock_error(error: AwsError, what: String, reason: &str) -> StepError {
-    let message = format!("{what} is stored but not locked: {error}");
-    match error.class() {
-        ErrorClass::Retryable => StepError::Retry(message),
-        // Even AccessDenied only costs the lock: the evidence is in place and the other steps still run.
-        _ => StepError::failed(reason, message),
-    }
+fn lock_error(error: AwsError, what: String, reason: Reason) -> StepError {
+    // Even AccessDenied only costs the lock: the evidence is in place and the other steps still run.
+    StepError::aws(error, &format!("{what} is stored but not locked"), OnError::only(reason))
 }
 
 /// Applies the configured Object Lock retention and legal hold to `s3://bucket/key`.
@@ -30,7 +29,7 @@ pub async fn object(sc: &StepContext<'_>, bucket: &str, key: &str) -> Result<Opt
         .store
         .protect_object(bucket, key, &protection)
         .await
-        .map_err(|e| lock_error(e, format!("s3://{bucket}/{key} from instance {}", sc.instance_id()), "ObjectLockFailed"))?;
+        .map_err(|e| lock_error(e, format!("s3://{bucket}/{key} from instance {}", sc.instance_id()), Reason::ObjectLockFailed))?;
     Ok(Some(ArtifactLock {
         mode: protection.retention.map(|(mode, _)| mode.as_str().to_string()),
         until: protection.retention.map(|(_, until)| Time(until)),
@@ -51,6 +50,6 @@ pub async fn snapshot(sc: &StepContext<'_>, snapshot_id: &str) -> Result<Option<
         .ec2
         .lock_snapshot(&request)
         .await
-        .map_err(|e| lock_error(e, format!("snapshot {snapshot_id} of instance {}", sc.instance_id()), "SnapshotLockFailed"))?;
+        .map_err(|e| lock_error(e, format!("snapshot {snapshot_id} of instance {}", sc.instance_id()), Reason::SnapshotLockFailed))?;
     Ok(Some(ArtifactLock { mode: Some(state), until: Some(Time(until)), legal_hold: false }))
 }

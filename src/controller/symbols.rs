@@ -7,9 +7,9 @@
 //! and a Warning event says why. The bytes are deterministic, and the object is written once, so a restart
 //! finds and records the same object.
 
-use super::{StepContext, StepError, manifest};
+use super::{failure::StepError, records, seal, step_context::StepContext};
 use crate::{
-    api::{ArtifactType, ForensicCaptureStatus},
+    api::{ArtifactType, ForensicCaptureStatus, Reason, Step},
     aws::s3::EvidenceStore,
 };
 
@@ -26,7 +26,7 @@ pub async fn build(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, buc
     let uri = format!("s3://{bucket}/{key}");
     let archive = match sc.aws.store.get_object(bucket, symbols_key).await {
         Ok(bytes) => bytes,
-        Err(e) => return manifest::give_up(sc, e, "VolatilitySymbolsNotBuilt", &uri).await,
+        Err(e) => return seal::give_up(sc, e, Reason::VolatilitySymbolsNotBuilt, &uri).await,
     };
     let started = std::time::Instant::now();
     // Parsing BTF and compressing the JSON take CPU-seconds: off the async workers.
@@ -39,7 +39,7 @@ pub async fn build(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, buc
         (banner, kernel_isf::build(&inputs).map(|isf| (isf.to_json_xz(), isf.summary())))
     })
     .await
-    .map_err(|e| StepError::Retry(format!("building Volatility symbols for instance {instance_id}: {e}")))?;
+    .map_err(|e| StepError::retry(format!("building Volatility symbols for instance {instance_id}: {e}")))?;
     // The banner is worth recording even when no ISF can be made: the memory image is checked against it.
     if let Some(target) = status.target.as_mut() {
         target.kernel_banner = banner;
@@ -48,7 +48,7 @@ pub async fn build(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, buc
         Ok(built) => built,
         Err(e) => {
             let message = format!("instance {instance_id}: no Volatility symbols from s3://{bucket}/{symbols_key}: {e}");
-            manifest::warn(sc, "BuildSymbols", "VolatilitySymbolsNotBuilt", message).await;
+            seal::warn(sc, "BuildSymbols", Reason::VolatilitySymbolsNotBuilt, message).await;
             return Ok(());
         }
     };
@@ -64,11 +64,11 @@ pub async fn build(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, buc
         elapsed_ms = started.elapsed().as_millis() as u64,
         "Volatility symbols built"
     );
-    let stored = match manifest::store_once(sc, bucket, &key, body, "application/x-xz").await {
+    let stored = match seal::store_once(sc, bucket, &key, body, "application/x-xz").await {
         Ok(stored) => stored,
-        Err(e) => return manifest::give_up(sc, e, "VolatilitySymbolsNotBuilt", &uri).await,
+        Err(e) => return seal::give_up(sc, e, Reason::VolatilitySymbolsNotBuilt, &uri).await,
     };
-    let mut artifact = manifest::stored_artifact(ARTIFACT, ArtifactType::VolatilitySymbols, &uri, &stored);
-    artifact.started_at = super::record(crate::planner::Step::Volatile, status).started_at.clone();
-    manifest::record_and_lock(sc, status, artifact, bucket, &key).await
+    let mut artifact = seal::stored_artifact(ARTIFACT, ArtifactType::VolatilitySymbols, &uri, &stored);
+    artifact.started_at = records::record(Step::Volatile, status).started_at.clone();
+    seal::record_and_lock(sc, status, artifact, bucket, &key).await
 }

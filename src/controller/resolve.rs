@@ -3,11 +3,10 @@
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 
-use super::StepError;
+use super::{Context, failure::StepError};
 use crate::{
-    api::{ForensicCapture, TargetFacts},
-    aws::{ec2::Ec2Api, ssm::SsmApi},
-    controller::Context,
+    api::{ForensicCapture, Reason, TargetFacts},
+    aws::{ErrorClass, ec2::Ec2Api, ssm::SsmApi},
 };
 
 /// The instance ID in a Node's providerID: `aws:///eu-west-1a/i-0123456789abcdef0`.
@@ -33,19 +32,13 @@ pub async fn resolve(ctx: &Context, capture: &ForensicCapture) -> Result<TargetF
         (Some(id), _) => (id.clone(), None, None),
         (None, Some(node)) => {
             let nodes: Api<Node> = Api::all(ctx.client.clone());
-            let found = nodes.get_opt(node).await?.ok_or_else(|| StepError::Abort {
-                reason: "NodeNotFound".into(),
-                message: format!("Node {node} does not exist in this cluster"),
-            })?;
+            let found = nodes.get_opt(node).await?.ok_or_else(|| StepError::abort(Reason::NodeNotFound, format!("Node {node} does not exist in this cluster")))?;
             let provider_id = found.spec.and_then(|s| s.provider_id).unwrap_or_default();
-            let (zone, id) = instance_from_provider_id(&provider_id).ok_or_else(|| StepError::Abort {
-                reason: "NodeNotOnEc2".into(),
-                message: format!("Node {node} has providerID {provider_id:?}, not an EC2 instance (aws:///<zone>/<instance-id>)"),
-            })?;
+            let (zone, id) = instance_from_provider_id(&provider_id).ok_or_else(|| StepError::abort(Reason::NodeNotOnEc2, format!("Node {node} has providerID {provider_id:?}, not an EC2 instance (aws:///<zone>/<instance-id>)")))?;
             (id, zone.map(|z| region_of_zone(&z)), Some(node.clone()))
         }
         (None, None) => {
-            return Err(StepError::Abort { reason: "InvalidTarget".into(), message: "spec.target names no instance".into() });
+            return Err(StepError::abort(Reason::InvalidTarget, "spec.target names no instance"));
         }
     };
     let region = target.region.clone().or(zone_region).unwrap_or_else(|| ctx.default_region());
@@ -54,28 +47,25 @@ pub async fn resolve(ctx: &Context, capture: &ForensicCapture) -> Result<TargetF
         .ec2
         .describe_instance(&instance_id)
         .await
-        .map_err(|e| StepError::aws(e, &instance_id, "TargetLookupFailed"))?
-        .ok_or_else(|| StepError::Abort {
-            reason: "InstanceNotFound".into(),
-            message: format!("instance {instance_id} not found in region {region} (ec2:DescribeInstances)"),
-        })?;
+        .map_err(|e| StepError::on_instance(e, &instance_id, Reason::TargetLookupFailed))?
+        .ok_or_else(|| StepError::abort(Reason::InstanceNotFound, format!("instance {instance_id} not found in region {region} (ec2:DescribeInstances)")))?;
     if matches!(info.state.as_str(), "terminated" | "shutting-down") {
-        return Err(StepError::Abort {
-            reason: "InstanceTerminated".into(),
-            message: format!("instance {instance_id} in {region} is {}: nothing left to capture or contain", info.state),
-        });
+        return Err(StepError::abort(Reason::InstanceTerminated, format!("instance {instance_id} in {region} is {}: nothing left to capture or contain", info.state)));
     }
     let memory_mib = match &info.instance_type {
-        Some(t) => aws.ec2.instance_type_memory_mib(t).await.map_err(|e| StepError::aws(e, &instance_id, "TargetLookupFailed"))?,
+        Some(t) => aws.ec2.instance_type_memory_mib(t).await.map_err(|e| StepError::on_instance(e, &instance_id, Reason::TargetLookupFailed))?,
         None => None,
     };
-    let ssm_managed = match aws.ssm.agent_online(&instance_id).await {
-        Ok(online) => online,
-        Err(e) if e.is_retryable() => return Err(StepError::Retry(format!("instance {instance_id}: {e}"))),
+    let (ssm_managed, ssm_access_denied) = match aws.ssm.agent_online(&instance_id).await {
+        Ok(online) => (online, None),
+        Err(e) if e.is_retryable() => return Err(StepError::aws(e, &format!("instance {instance_id}"), super::failure::OnError::step(Reason::TargetLookupFailed))),
+        // A permissions problem is not a property of the instance: it is recorded as what it is, and the
+        // planner skips the SSM steps as AccessDenied naming the operation; disk and isolation still run.
+        Err(e) if e.class() == ErrorClass::AccessDenied => (false, Some(e.to_string())),
         Err(e) => {
             // Without SSM the evidence steps that need it are skipped; disk and isolation still run.
             tracing::warn!(instance = %instance_id, error = %e, "cannot ask SSM whether the instance is managed");
-            false
+            (false, None)
         }
     };
     Ok(TargetFacts {
@@ -90,6 +80,7 @@ pub async fn resolve(ctx: &Context, capture: &ForensicCapture) -> Result<TargetF
         memory_mib,
         state: Some(info.state),
         ssm_managed: Some(ssm_managed),
+        ssm_access_denied,
         node_name,
         // Reported by the instance itself, in the volatile step.
         kernel_banner: None,

@@ -5,18 +5,22 @@
 //! published as Warning events naming the instance and the AWS error. Transient errors are retried.
 
 use base64::Engine;
-use kube::runtime::events::{Event, EventType};
 use sha2::{Digest, Sha256};
 
-use super::{StepContext, StepError, upsert_artifact};
+use super::{
+    failure::StepError,
+    protect,
+    records::upsert_artifact,
+    status::{self, now},
+    step_context::StepContext,
+};
 use crate::{
-    api::{Artifact, ArtifactType, ForensicCaptureStatus},
+    api::{Artifact, ArtifactType, ForensicCaptureStatus, Reason},
     aws::{
         AwsError, ErrorClass,
         kms::SignerApi,
         s3::{EvidenceStore, Written},
     },
-    controller::status::{self, now},
     custody::{self, SIGNATURE_FORMAT, SIGNATURE_SUFFIX, SignatureDocument},
     manifest,
 };
@@ -31,7 +35,7 @@ pub async fn write(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus) -> 
     let body = serde_json::to_vec_pretty(&manifest::build(sc.capture, status, env!("CARGO_PKG_VERSION"), &sc.tags())).expect("manifest serializes");
     let body = match store_once(sc, &bucket, &key, body, "application/json").await {
         Ok(stored) => stored,
-        Err(e) => return give_up(sc, e, "ManifestNotWritten", &uri).await,
+        Err(e) => return give_up(sc, e, Reason::ManifestNotWritten, &uri).await,
     };
     let sha256 = hex::encode(Sha256::digest(&body));
     record_and_lock(sc, status, stored_artifact("manifest", ArtifactType::Manifest, &uri, &body), &bucket, &key).await?;
@@ -42,11 +46,11 @@ pub async fn write(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus) -> 
     let signature_uri = format!("s3://{bucket}/{signature_key}");
     let signed = match sign(sc, &key_id, &uri, &sha256).await {
         Ok(document) => serde_json::to_vec_pretty(&document).expect("signature serializes"),
-        Err(e) => return give_up(sc, e, "ManifestSigningFailed", &uri).await,
+        Err(e) => return give_up(sc, e, Reason::ManifestSigningFailed, &uri).await,
     };
     let stored = match store_once(sc, &bucket, &signature_key, signed, "application/json").await {
         Ok(stored) => stored,
-        Err(e) => return give_up(sc, e, "ManifestSigningFailed", &signature_uri).await,
+        Err(e) => return give_up(sc, e, Reason::ManifestSigningFailed, &signature_uri).await,
     };
     let mut signature = stored_artifact("manifest-signature", ArtifactType::ManifestSignature, &signature_uri, &stored);
     signature.key_id = serde_json::from_slice::<SignatureDocument>(&stored).ok().map(|d| d.key_id);
@@ -54,22 +58,22 @@ pub async fn write(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus) -> 
 }
 
 /// Lists the object, then applies the configured Object Lock and records it; a refused lock is a warning.
-pub(super) async fn record_and_lock(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, mut artifact: Artifact, bucket: &str, key: &str) -> Result<(), StepError> {
+pub async fn record_and_lock(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, mut artifact: Artifact, bucket: &str, key: &str) -> Result<(), StepError> {
     upsert_artifact(status, artifact.clone());
-    match super::protect::object(sc, bucket, key).await {
+    match protect::object(sc, bucket, key).await {
         Ok(lock) => {
             artifact.lock = lock;
             upsert_artifact(status, artifact);
         }
-        Err(StepError::Retry(m)) => return Err(StepError::Retry(m)),
-        Err(e) => warn(sc, "Seal", "ObjectLockFailed", e.to_string()).await,
+        Err(e @ StepError::Retry { .. }) => return Err(e),
+        Err(e) => warn(sc, "Seal", Reason::ObjectLockFailed, e.to_string()).await,
     }
     Ok(())
 }
 
 /// Writes `body` unless the key already holds an object (a manifest written before a restart); returns the
 /// bytes actually stored, which are what the record must describe.
-pub(super) async fn store_once(sc: &StepContext<'_>, bucket: &str, key: &str, body: Vec<u8>, content_type: &str) -> Result<Vec<u8>, AwsError> {
+pub async fn store_once(sc: &StepContext<'_>, bucket: &str, key: &str, body: Vec<u8>, content_type: &str) -> Result<Vec<u8>, AwsError> {
     match sc.aws.store.put_object_once(bucket, key, body.clone(), content_type).await? {
         Written::Created => Ok(body),
         Written::AlreadyExists => sc.aws.store.get_object(bucket, key).await,
@@ -101,22 +105,22 @@ async fn sign(sc: &StepContext<'_>, key_id: &str, manifest_uri: &str, manifest_s
     })
 }
 
-pub(super) fn stored_artifact(name: &str, kind: ArtifactType, uri: &str, body: &[u8]) -> Artifact {
+pub fn stored_artifact(name: &str, kind: ArtifactType, uri: &str, body: &[u8]) -> Artifact {
     Artifact::s3_object(name, kind, uri.into(), hex::encode(Sha256::digest(body)), body.len() as i64)
 }
 
 /// Retryable errors are retried; anything else is reported and the capture completes without this piece.
-pub(super) async fn give_up(sc: &StepContext<'_>, error: AwsError, reason: &str, uri: &str) -> Result<(), StepError> {
+pub async fn give_up(sc: &StepContext<'_>, error: AwsError, reason: Reason, uri: &str) -> Result<(), StepError> {
     let message = format!("{uri} for instance {}: {error}", sc.instance_id());
     if error.class() == ErrorClass::Retryable {
-        return Err(StepError::Retry(message));
+        return Err(StepError::Retry { message, source: Some(error) });
     }
     warn(sc, "Seal", reason, message).await;
     Ok(())
 }
 
-pub(super) async fn warn(sc: &StepContext<'_>, action: &str, reason: &str, message: String) {
+/// Logs and publishes a Warning Event: the capture is recorded without one of its derived objects.
+pub async fn warn(sc: &StepContext<'_>, action: &str, reason: Reason, message: String) {
     tracing::warn!(instance = %sc.instance_id(), %reason, %message, "capture recorded without one of its derived objects");
-    let event = Event { type_: EventType::Warning, reason: reason.into(), note: Some(message), action: action.into(), secondary: None };
-    status::publish_events(sc.ctx, sc.capture, vec![event]).await;
+    status::warn(sc.ctx, sc.capture, action, reason, message).await;
 }

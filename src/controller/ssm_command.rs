@@ -1,0 +1,170 @@
+//! The SSM command of an acquisition step: sent once (found again by its comment after a restart), then
+//! followed until it ends; a failed invocation becomes a step failure that names the instance, the command
+//! and what the script said.
+
+use std::{future::Future, time::Duration};
+
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+use super::{failure::StepError, records, status::{Writer, now}, step_context::StepContext};
+use crate::{
+    acquisition,
+    api::{ForensicCaptureStatus, Reason, Step},
+    aws::ssm::{Invocation, ShellCommand, SsmApi},
+};
+
+/// How long a sent command may stay invisible to ListCommands before it is taken as never sent. SSM's history
+/// is eventually consistent: a controller restarted right after SendCommand may not find the command at once,
+/// and sending a second one would run the acquisition twice on the instance.
+pub const LOOKUP_WINDOW: Duration = Duration::from_secs(120);
+
+/// Where the step's command stands.
+pub enum Command {
+    /// Recorded in the status, or found in SSM's history by its comment.
+    Known(String),
+    /// Sent by this call.
+    SentNow(String),
+    /// Sent shortly before a restart and not listed by SSM yet: look again before sending another.
+    Unconfirmed,
+}
+
+/// True while a create requested at `requested` may still show up in a lookup.
+pub fn within_lookup_window(requested: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> bool {
+    let window = SignedDuration::try_from(LOOKUP_WINDOW).unwrap_or_default();
+    requested.is_some_and(|at| Timestamp::now().duration_since(at.0) < window)
+}
+
+/// The step's command: the recorded one, one found in SSM's history by comment, or a new command whose lines
+/// `prepare` builds (presigning happens only when a command is really sent). The intent to send is saved
+/// first, with its time, so a restart looks for the command before sending another.
+pub async fn ensure<F, Fut>(
+    sc: &StepContext<'_>,
+    step: Step,
+    status: &mut ForensicCaptureStatus,
+    writer: &mut Writer<'_>,
+    execution_timeout_seconds: u64,
+    prepare: F,
+) -> Result<Command, StepError>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<Vec<String>, StepError>>,
+{
+    if let Some(id) = records::record(step, status).command_id.clone() {
+        return Ok(Command::Known(id));
+    }
+    let instance_id = sc.instance_id();
+    let comment = sc.command_comment(step);
+    let found = sc.aws.ssm.find_command(instance_id, &comment).await.map_err(|e| StepError::on_instance(e, instance_id, Reason::CommandFailed))?;
+    if let Some(id) = found {
+        records::record(step, status).command_id = Some(id.clone());
+        writer.save(status).await?;
+        return Ok(Command::Known(id));
+    }
+    if within_lookup_window(records::record(step, status).create_requested_at.as_ref()) {
+        return Ok(Command::Unconfirmed);
+    }
+    let lines = prepare().await?;
+    records::record(step, status).create_requested_at = Some(now());
+    writer.save(status).await?;
+    let sent = sc
+        .aws
+        .ssm
+        .send_shell(ShellCommand {
+            instance_id,
+            comment: &comment,
+            lines,
+            execution_timeout_seconds,
+            delivery_timeout_seconds: sc.ctx.config.command_delivery_timeout_seconds,
+        })
+        .await;
+    let id = match sent {
+        Ok(id) => id,
+        Err(e) => {
+            // A refusal means nothing was sent: the next attempt need not wait for a lookup. After a
+            // transport error the command may exist, so the intent stays.
+            if e.http_status.is_some() {
+                records::record(step, status).create_requested_at = None;
+            }
+            return Err(send_error(e, instance_id));
+        }
+    };
+    records::record(step, status).command_id = Some(id.clone());
+    writer.save(status).await?;
+    Ok(Command::SentNow(id))
+}
+
+/// The command's stdout once it succeeded; None while it runs; the step's failure otherwise.
+pub async fn output(sc: &StepContext<'_>, step: Step, command_id: &str) -> Result<Option<String>, StepError> {
+    let instance_id = sc.instance_id();
+    let invocation = sc.aws.ssm.invocation(command_id, instance_id).await.map_err(|e| StepError::on_instance(e, instance_id, Reason::CommandFailed))?;
+    match invocation {
+        Invocation::Running => Ok(None),
+        Invocation::Succeeded { stdout } => Ok(Some(stdout)),
+        other => Err(invocation_failure(step, instance_id, command_id, &other)),
+    }
+}
+
+/// SendCommand refused: an instance that is not a managed node is a step failure with its own reason.
+fn send_error(error: crate::aws::AwsError, instance_id: &str) -> StepError {
+    if error.code == "InvalidInstanceId" {
+        return StepError::aws(error, &format!("instance {instance_id}"), super::failure::OnError::only(Reason::NotSsmManaged));
+    }
+    StepError::on_instance(error, instance_id, Reason::CommandFailed)
+}
+
+/// Turns a finished (non-successful) SSM invocation into a step failure that names the instance, the command
+/// and what the script said.
+pub fn invocation_failure(step: Step, instance_id: &str, command_id: &str, invocation: &Invocation) -> StepError {
+    let what = format!("{} command {command_id} on instance {instance_id}", step.name());
+    match invocation {
+        Invocation::Failed { response_code, stdout, stderr } => match acquisition::script_error(stdout) {
+            Some((reason, detail)) => {
+                let known = acquisition::script_reason(&reason);
+                let detail = if known == Reason::CommandFailed { format!("{reason}: {detail}") } else { detail };
+                StepError::failed(known, format!("{what} failed: {detail}"))
+            }
+            None => StepError::failed(Reason::CommandFailed, format!("{what} exited {response_code}: {}", tail(stderr, 400))),
+        },
+        Invocation::TimedOut { stderr, .. } => {
+            StepError::failed(Reason::CommandTimedOut, format!("{what} exceeded its execution timeout: {}", tail(stderr, 300)))
+        }
+        Invocation::DeliveryTimedOut => {
+            StepError::failed(Reason::CommandDeliveryTimedOut, format!("{what} was never delivered: the SSM agent is offline"))
+        }
+        Invocation::Cancelled => StepError::failed(Reason::CommandCancelled, format!("{what} was cancelled")),
+        Invocation::Running | Invocation::Succeeded { .. } => StepError::retry(format!("{what} has not failed")),
+    }
+}
+
+fn tail(s: &str, chars: usize) -> String {
+    let count = s.chars().count();
+    s.chars().skip(count.saturating_sub(chars)).collect::<String>().trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    #[test]
+    fn a_create_is_awaited_only_within_the_lookup_window() {
+        let ago = |secs: i64| Time(Timestamp::now() - SignedDuration::from_secs(secs));
+        assert!(!within_lookup_window(None), "nothing requested: create");
+        assert!(within_lookup_window(Some(&ago(5))), "requested 5 s ago: look again first");
+        assert!(!within_lookup_window(Some(&ago(LOOKUP_WINDOW.as_secs() as i64 + 1))), "long enough: it was never made");
+    }
+
+    #[test]
+    fn script_reasons_become_stable_reasons_and_unknown_ones_keep_their_word() {
+        let failed = |stdout: &str| {
+            let invocation = Invocation::Failed { response_code: 1, stdout: stdout.into(), stderr: String::new() };
+            invocation_failure(Step::Memory, "i-1", "c-1", &invocation)
+        };
+        let e = failed("FC-ERROR ToolChecksumMismatch AVML SHA-256 is 1, expected 2\n");
+        assert!(matches!(&e, StepError::Failed { reason: Reason::AvmlChecksumMismatch, .. }), "{e}");
+        let e = failed("FC-ERROR KernelLockdown closed\n");
+        assert!(matches!(&e, StepError::Failed { reason: Reason::KernelLockdown, .. }), "{e}");
+        let e = failed("FC-ERROR SomethingNew detail\n");
+        assert!(matches!(&e, StepError::Failed { reason: Reason::CommandFailed, message, .. } if message.contains("SomethingNew: detail")), "{e}");
+    }
+}

@@ -1,0 +1,76 @@
+//! Everything a step needs to know about the capture it works for: the instance, its AWS clients, where its
+//! evidence goes and how its AWS objects are named and tagged.
+
+use kube::ResourceExt;
+
+use super::{Context, failure::StepError};
+use crate::{
+    acquisition,
+    api::{ForensicCapture, Reason, Step, TargetFacts},
+    aws::{RegionClients, ec2::tags, s3::EvidenceStore},
+};
+
+pub struct StepContext<'a> {
+    pub ctx: &'a Context,
+    pub capture: &'a ForensicCapture,
+    pub uid: String,
+    pub target: TargetFacts,
+    pub aws: RegionClients,
+}
+
+impl<'a> StepContext<'a> {
+    pub fn new(ctx: &'a Context, capture: &'a ForensicCapture, target: TargetFacts) -> Self {
+        let aws = ctx.aws(&target.region);
+        StepContext { ctx, capture, uid: capture.uid().unwrap_or_default(), target, aws }
+    }
+
+    pub fn instance_id(&self) -> &str {
+        &self.target.instance_id
+    }
+
+    /// "instance i-...": how messages name what the work was on.
+    pub fn subject(&self) -> String {
+        format!("instance {}", self.instance_id())
+    }
+
+    /// The evidence bucket and key prefix for this capture, or why there is none.
+    pub fn evidence(&self) -> Result<(String, String), StepError> {
+        let location = self.capture.spec.evidence.clone().unwrap_or_default();
+        let bucket = location.bucket.or_else(|| self.ctx.config.evidence_bucket.clone()).ok_or_else(|| {
+            StepError::failed(Reason::EvidenceBucketNotConfigured, "no evidence bucket: set spec.evidence.bucket or the controller's --evidence-bucket")
+        })?;
+        let prefix = location.prefix.unwrap_or_else(|| self.ctx.config.evidence_prefix.clone());
+        Ok((bucket, prefix))
+    }
+
+    pub fn key(&self, prefix: &str, file: &str) -> String {
+        acquisition::object_key(prefix, &self.capture.spec.case_id, self.instance_id(), &self.uid, file)
+    }
+
+    /// Identifies this capture's command for a step in SSM's history.
+    pub fn command_comment(&self, step: Step) -> String {
+        format!("forensic-capture {} {}", self.uid, step.name())
+    }
+
+    /// Tags for every AWS object this capture creates.
+    pub fn tags(&self) -> Vec<(String, String)> {
+        vec![
+            (tags::CAPTURE_UID.into(), self.uid.clone()),
+            (tags::CASE_ID.into(), self.capture.spec.case_id.clone()),
+            (tags::CAPTURE.into(), format!("{}/{}", self.capture.namespace().unwrap_or_default(), self.capture.name_any())),
+            (tags::INSTANCE_ID.into(), self.instance_id().to_string()),
+        ]
+    }
+
+    /// Fails the step unless the evidence bucket is reachable.
+    pub async fn check_bucket(&self, bucket: &str) -> Result<(), StepError> {
+        use super::failure::{OnError, Outcome::Fail};
+        const BUCKET: OnError = OnError {
+            access_denied: Fail(Reason::EvidenceBucketAccessDenied),
+            instance_not_found: Fail(Reason::EvidenceBucketUnavailable),
+            not_found: Fail(Reason::EvidenceBucketNotFound),
+            rejected: Fail(Reason::EvidenceBucketUnavailable),
+        };
+        self.aws.store.check_bucket(bucket).await.map_err(|e| StepError::aws(e, &format!("evidence bucket {bucket} for instance {}", self.instance_id()), BUCKET))
+    }
+}
