@@ -453,12 +453,14 @@ async fn a_repeated_isolation_group_create_finds_the_group_already_made() {
     let vpc_id = described.reservations()[0].instances()[0].vpc_id().unwrap().to_string();
     let name = support::unique("forensic-capture-isolation");
     let sdk = SdkEc2(ec2.clone());
-    let first = sdk.create_isolation_group(&vpc_id, &name, &[]).await.unwrap();
-    let again = sdk.create_isolation_group(&vpc_id, &name, &[]).await.expect("a duplicate name is the group already made");
+    let tags = [("Name".to_string(), name.clone())];
+    let first = sdk.create_isolation_group(&vpc_id, &name, &tags).await.unwrap();
+    let again = sdk.create_isolation_group(&vpc_id, &name, &tags).await.expect("a duplicate name is the group already made");
     assert_eq!(again, first);
     let transition = support::unique("forensic-capture-transition");
-    let made = sdk.create_isolation_group(&vpc_id, &transition, &[]).await.unwrap();
-    // The transition group is looked up by tag first; untagged, the lookup misses and the create meets the name.
-    let found = sdk.transition_group(&vpc_id, &transition, &[]).await.expect("found by name");
+    let made = sdk.create_isolation_group(&vpc_id, &transition, &tags).await.unwrap();
+    // The transition group is looked up by the capture's UID tag first; this one has none, so the lookup misses
+    // (as an eventually consistent one may) and the create meets the name.
+    let found = sdk.transition_group(&vpc_id, &transition, &tags).await.expect("found by name");
     assert_eq!(found, made);
 }
