@@ -47,7 +47,7 @@ pub async fn handle(State(sim): State<Arc<Simulator>>, headers: HeaderMap, body:
     };
     tracing::debug!(%operation, region = %call.region, "request");
     if let Err(denied) = crate::deny::check(sim.state_dir(), crate::deny::access_key(&headers).as_deref(), &operation) {
-        return error_response(&request_id, denied);
+        return error_response(&request_id, ApiError::client(crate::deny::CODE, denied));
     }
     let result = match operation.as_str() {
         "SendCommand" => sim.send_command(&call, &input).await,

@@ -30,9 +30,16 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
     let failed = |e| StepError::on_instance(e, &instance_id, Reason::SnapshotFailed);
     let mut snapshots = ec2.snapshots_tagged(&sc.uid).await.map_err(failed)?;
     let recorded: Vec<String> = status.artifacts.iter().filter(|a| a.kind == ArtifactType::EbsSnapshot).filter_map(|a| snapshot_id(&a.uri)).collect();
-    if recorded.iter().any(|id| !snapshots.iter().any(|s| &s.snapshot_id == id)) {
-        // A recorded snapshot the tag lookup does not show yet: look again rather than go on with part of the set.
-        return Ok(Progress::Wait(super::POLL));
+    if let Some(missing) = recorded.iter().find(|id| !snapshots.iter().any(|s| &s.snapshot_id == *id)) {
+        // A recorded snapshot the tag lookup does not show yet: look again rather than go on with part of the
+        // set, for as long as a lookup may lag; after that it is gone (deleted, or its tag removed).
+        if within_lookup_window(records::record(STEP, status).create_requested_at.as_ref()) {
+            return Ok(Progress::Wait(super::POLL));
+        }
+        return Err(StepError::failed(
+            Reason::SnapshotFailed,
+            format!("snapshot {missing} of instance {instance_id} was recorded but EC2 no longer lists it with the capture's tag"),
+        ));
     }
     if snapshots.is_empty() {
         if within_lookup_window(records::record(STEP, status).create_requested_at.as_ref()) {
