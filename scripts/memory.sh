@@ -13,11 +13,14 @@
 #                   "part <n> <presigned UploadPart URL>" lines. After refresh-at the script fetches the next plan
 #                   (fresh URLs, written by the controller while the upload runs) before its next part; if that
 #                   plan is not there by expires-at, it stops with PlanExpired.
+#   FC_UPLOAD_CONCURRENCY  optional: how many parts are uploaded at once (default 4, 1 to 16); memory use is that
+#                   many parts, plus the one being read
 #
 # AVML (since 0.17) opens its output with O_NOFOLLOW, so /dev/stdout (a symlink to /proc/self/fd/1) fails with
 # ELOOP: it writes into a FIFO this script creates in /dev/shm, and the script streams from the FIFO.
-# The image goes AVML -> FIFO -> tee (SHA-256 over the whole stream) -> one part at a time in /dev/shm (memory, one
-# part's worth) -> presigned UploadPart PUT with the part's Content-MD5 (S3 checks it on arrival). The list of parts (number, ETag, size) goes to the parts URL;
+# The image goes AVML -> FIFO -> tee (SHA-256 over the whole stream) -> parts in /dev/shm (memory, up to
+# FC_UPLOAD_CONCURRENCY parts' worth, each kept only until its PUT returns) -> presigned UploadPart PUTs, several
+# at once, each with the part's Content-MD5 (S3 checks it on arrival). The list of parts (number, ETag, size) goes to the parts URL;
 # the controller completes the multipart upload from it (S3 checks every ETag) and checks the object's size.
 # Prints "FC-RESULT memory sha256=<hex> bytes=<n> parts=<n>" on success, "FC-ERROR <Reason> <detail>" on failure.
 # AWS-RunShellScript may start the script with sh; everything below needs bash.
@@ -133,30 +136,69 @@ declare -a part_urls=()
 fetch "$FC_PLAN_URL" "$work/plan" 2>"$work/curl.err" || fail PlanDownloadFailed "could not fetch the upload plan: $(tail -c 300 "$work/curl.err")"
 load_plan "$work/plan"
 
-# Reads stdin one part at a time; each part lives in /dev/shm only until its PUT returns.
+concurrency="${FC_UPLOAD_CONCURRENCY:-4}"
+case "$concurrency" in
+  [1-9] | 1[0-6]) ;;
+  *) concurrency=4 ;;
+esac
+
+# Uploads part $1 (the file $work/part.$1) to URL $2; writes its ETag to $work/part.$1.etag, or why it failed to
+# $work/part.$1.err. Runs in the background, so it reports through files rather than fail.
+upload_part() { # n, url
+  local n="$1" part="$work/part.$1" status=0
+  # The ETag is read from the dumped headers rather than with --write-out '%header{etag}', which needs
+  # curl 7.84 or later (Amazon Linux 2 ships 7.79).
+  curl --fail --silent --show-error --retry 5 --retry-all-errors --retry-delay 1 \
+    --header "Content-MD5: $(content_md5 "$part")" --upload-file "$part" --output /dev/null \
+    --dump-header "$part.headers" "$2" 2>"$part.err" || status=$?
+  rm -f "$part"
+  [ "$status" -eq 0 ] || exit 1
+  tr -d '\r' <"$part.headers" | sed -n 's/^[Ee][Tt][Aa][Gg]: *//p' | tail -n 1 >"$part.etag"
+  [ -s "$part.etag" ] || {
+    echo "S3 returned no ETag" >"$part.err"
+    exit 1
+  }
+}
+
+# Waits for the oldest upload still running (parts finish roughly in order, and the parts list stays in
+# order), records it, and fails the whole script if it failed.
+declare -a pending=() pending_n=() pending_size=()
+total=0
+reap_oldest() {
+  local pid="${pending[0]}" n="${pending_n[0]}" size="${pending_size[0]}"
+  pending=("${pending[@]:1}") pending_n=("${pending_n[@]:1}") pending_size=("${pending_size[@]:1}")
+  if ! wait "$pid"; then
+    # The other uploads are of no use without this part: stopped, so nothing is left running.
+    [ "${#pending[@]}" -eq 0 ] || kill "${pending[@]}" 2>/dev/null || true
+    fail PartUploadFailed "part $n: $(tail -c 300 "$work/part.$n.err" 2>/dev/null)"
+  fi
+  echo "part $n $(cat "$work/part.$n.etag") $size" >>"$work/parts"
+  total=$((total + size))
+  echo "$n $total" >"$work/progress"
+  rm -f "$work/part.$n".*
+}
+
+# Reads stdin one part at a time and uploads up to $concurrency parts at once.
 upload_parts() {
-  local n=1 size total=0
+  local n=1 size
   while :; do
-    head -c "$part_size" >"$work/part"
-    size="$(stat -c %s "$work/part")"
-    [ "$size" -gt 0 ] || break
+    head -c "$part_size" >"$work/part.$n"
+    size="$(stat -c %s "$work/part.$n")"
+    if [ "$size" -eq 0 ]; then
+      rm -f "$work/part.$n"
+      break
+    fi
     refresh_plan
     [ -n "${part_urls[n]:-}" ] || fail PlanExhausted "image is larger than the $((n - 1)) parts planned"
-    # The ETag is read from the dumped headers rather than with --write-out '%header{etag}', which needs
-    # curl 7.84 or later (Amazon Linux 2 ships 7.79).
-    curl --fail --silent --show-error --retry 5 --retry-all-errors --retry-delay 1 \
-      --header "Content-MD5: $(content_md5 "$work/part")" --upload-file "$work/part" --output /dev/null \
-      --dump-header "$work/headers" "${part_urls[n]}" 2>"$work/curl.err" ||
-      fail PartUploadFailed "part $n: $(tail -c 300 "$work/curl.err")"
-    etag="$(tr -d '\r' <"$work/headers" | sed -n 's/^[Ee][Tt][Aa][Gg]: *//p' | tail -n 1)"
-    [ -n "$etag" ] || fail PartUploadFailed "part $n: S3 returned no ETag"
-    echo "part $n $etag $size" >>"$work/parts"
-    total=$((total + size))
-    echo "$n $total" >"$work/progress"
+    upload_part "$n" "${part_urls[n]}" &
+    pending+=("$!") pending_n+=("$n") pending_size+=("$size")
+    [ "${#pending[@]}" -lt "$concurrency" ] || reap_oldest
     [ "$size" -eq "$part_size" ] || break
     n=$((n + 1))
   done
-  rm -f "$work/part"
+  while [ "${#pending[@]}" -gt 0 ]; do
+    reap_oldest
+  done
 }
 
 mkfifo "$work/image.fifo" "$work/hash.fifo"

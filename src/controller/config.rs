@@ -37,6 +37,11 @@ pub struct Config {
     #[arg(long, env = "FC_AVML_SOURCE", value_parser = ["/proc/kcore", "/dev/crash", "/dev/mem"])]
     pub avml_source: Option<String>,
 
+    /// How many memory image parts the instance uploads at once (1 to 16). Each part in flight is held in the
+    /// instance's memory (/dev/shm) until its PUT returns, so memory use is this many parts (8 MiB or more each).
+    #[arg(long, env = "FC_MEMORY_UPLOAD_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=16))]
+    pub memory_upload_concurrency: u8,
+
     /// Image quality gate: the least share (percent) of the instance's memory a memory image must hold. AVML
     /// leaves out 16 MiB blocks that are all zeros, so a healthy image of a large, idle instance can be small;
     /// an image below this share is refused (ImageIncomplete). 0 turns the check off.

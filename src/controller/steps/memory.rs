@@ -216,6 +216,7 @@ async fn prepare_command(
             ("FC_ARCH", architecture),
             ("FC_AVML_SOURCE", sc.ctx.config.avml_source.as_deref().unwrap_or_default()),
             ("FC_PLAN_URL", &urls[1]),
+            ("FC_UPLOAD_CONCURRENCY", &sc.ctx.config.memory_upload_concurrency.to_string()),
         ],
     )
     .map_err(|e| StepError::failed(Reason::InvalidCommand, e.to_string()))
