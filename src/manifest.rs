@@ -4,10 +4,7 @@
 use kube::ResourceExt;
 use serde_json::{Value, json};
 
-use crate::{
-    api::{ArtifactType, ForensicCapture, ForensicCaptureStatus},
-    planner::Step,
-};
+use crate::api::{ArtifactType, ForensicCapture, ForensicCaptureStatus, Step};
 
 /// Annotation a requester (or the GitOps pipeline) can set to name who asked for the capture.
 pub const REQUESTED_BY_ANNOTATION: &str = "forensic-capture.dev/requested-by";

@@ -7,10 +7,9 @@
 //! while the capture is being deleted, so nothing is left half-done or unrecorded.
 
 use crate::api::{
-    AcquisitionFailurePolicy, ForensicCaptureSpec, ForensicCaptureStatus, Group, Needs, Phase, Reason, StepRecord, StepState,
+    AcquisitionFailurePolicy, ForensicCaptureSpec, ForensicCaptureStatus, Group, Needs, Phase, Reason, Step, StepRecord, StepState,
     conditions::{ACQUIRED, Desired, FAILED, ISOLATED, READY, SNAPSHOTTED},
 };
-pub use crate::api::Step;
 
 fn state(step: Step, status: &ForensicCaptureStatus) -> Option<StepState> {
     step.record(status).map(|r| r.state)

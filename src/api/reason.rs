@@ -166,14 +166,16 @@ mod tests {
 
     #[test]
     fn every_reason_the_scripts_report_is_known() {
+        let mut checked = 0;
         for script in [crate::acquisition::MEMORY_SCRIPT, crate::acquisition::VOLATILE_SCRIPT] {
             for word in script.split_whitespace().collect::<Vec<_>>().windows(2) {
                 if word[0] == "fail" && word[1].starts_with(|c: char| c.is_ascii_uppercase()) {
                     let reported = crate::acquisition::script_reason(word[1]);
-                    assert!(Reason::ALL.contains(&reported), "{}", word[1]);
                     assert_ne!(reported, Reason::CommandFailed, "the script's reason {} is not in the table", word[1]);
+                    checked += 1;
                 }
             }
         }
+        assert!(checked >= 10, "the scripts' `fail <Reason>` calls were found ({checked})");
     }
 }

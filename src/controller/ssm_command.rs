@@ -2,21 +2,14 @@
 //! followed until it ends; a failed invocation becomes a step failure that names the instance, the command
 //! and what the script said.
 
-use std::{future::Future, time::Duration};
+use std::future::Future;
 
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
-
-use super::{failure::StepError, records, status::{Writer, now}, step_context::StepContext};
+use super::{failure::StepError, records, status::Writer, step_context::StepContext};
 use crate::{
     acquisition,
     api::{ForensicCaptureStatus, Reason, Step},
     aws::ssm::{Invocation, ShellCommand, SsmApi},
 };
-
-/// How long a sent command may stay invisible to ListCommands before it is taken as never sent. SSM's history
-/// is eventually consistent: a controller restarted right after SendCommand may not find the command at once,
-/// and sending a second one would run the acquisition twice on the instance.
-pub const LOOKUP_WINDOW: Duration = Duration::from_secs(120);
 
 /// Where the step's command stands.
 pub enum Command {
@@ -26,12 +19,6 @@ pub enum Command {
     SentNow(String),
     /// Sent shortly before a restart and not listed by SSM yet: look again before sending another.
     Unconfirmed,
-}
-
-/// True while a create requested at `requested` may still show up in a lookup.
-pub fn within_lookup_window(requested: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> bool {
-    let window = SignedDuration::try_from(LOOKUP_WINDOW).unwrap_or_default();
-    requested.is_some_and(|at| Timestamp::now().duration_since(at.0) < window)
 }
 
 /// The step's command: the recorded one, one found in SSM's history by comment, or a new command whose lines
@@ -60,11 +47,11 @@ where
         writer.save(status).await?;
         return Ok(Command::Known(id));
     }
-    if within_lookup_window(records::record(step, status).create_requested_at.as_ref()) {
+    if records::create_requested_recently(step, status) {
         return Ok(Command::Unconfirmed);
     }
     let lines = prepare().await?;
-    records::record(step, status).create_requested_at = Some(now());
+    records::request_create(step, status);
     writer.save(status).await?;
     let sent = sc
         .aws
@@ -144,15 +131,6 @@ fn tail(s: &str, chars: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
-    #[test]
-    fn a_create_is_awaited_only_within_the_lookup_window() {
-        let ago = |secs: i64| Time(Timestamp::now() - SignedDuration::from_secs(secs));
-        assert!(!within_lookup_window(None), "nothing requested: create");
-        assert!(within_lookup_window(Some(&ago(5))), "requested 5 s ago: look again first");
-        assert!(!within_lookup_window(Some(&ago(LOOKUP_WINDOW.as_secs() as i64 + 1))), "long enough: it was never made");
-    }
 
     #[test]
     fn script_reasons_become_stable_reasons_and_unknown_ones_keep_their_word() {

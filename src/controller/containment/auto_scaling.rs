@@ -21,7 +21,7 @@ impl Action for AutoScaling {
         Box::pin(async move {
             let instance_id = cx.instance_id().to_string();
             let exit = cx.sc.capture.spec.steps.isolation.auto_scaling;
-            let Some(current) = cx.sc.aws.autoscaling.membership(&instance_id).await.map_err(|e| cx.aws(e))? else {
+            let Some(current) = cx.sc.aws.autoscaling.membership(&instance_id).await.map_err(|e| cx.error(e))? else {
                 // After a restart a detached instance is no longer a member: what was recorded says it was handled.
                 return Ok(match &cx.record().auto_scaling {
                     Some(r) => Applied::Changed(format!("detached from {} (desired capacity {} -> {})", r.group_name, r.desired_capacity, r.desired_capacity - 1)),
@@ -43,7 +43,7 @@ impl Action for AutoScaling {
                 // Protection is the first call: when a later one fails, the instance is already protected.
                 let protected = e.operation != "autoscaling:SetInstanceProtection";
                 let done = if protected { vec![format!("scale-in protection in {}", current.group_name)] } else { Vec::new() };
-                already(cx.aws(e), &done)
+                already(cx.error(e), &done)
             })?;
             Ok(Applied::Changed(format!(
                 "scale-in protection on and {exit:?} in {} (desired capacity {} -> {})",

@@ -25,12 +25,12 @@ impl Action for Credentials {
             };
             let sc = cx.sc;
             let instance_id = sc.instance_id().to_string();
-            let Some((association_id, current_arn)) = sc.aws.ec2.instance_profile(&instance_id).await.map_err(|e| cx.aws(e))? else {
+            let Some((association_id, current_arn)) = sc.aws.ec2.instance_profile(&instance_id).await.map_err(|e| cx.error(e))? else {
                 return Ok(Applied::NotNeeded("the instance has no instance profile".into()));
             };
             // Recorded once, before anything changes: after a restart the current profile may already be the deny-all one.
             if cx.record().credentials.is_none() {
-                let role_name = sc.aws.iam.instance_profile_role(&current_arn).await.map_err(|e| cx.aws(e))?;
+                let role_name = sc.aws.iam.instance_profile_role(&current_arn).await.map_err(|e| cx.error(e))?;
                 cx.record().credentials = Some(CredentialRecord {
                     previous_instance_profile_arn: Some(current_arn.clone()),
                     role_name,
@@ -46,13 +46,13 @@ impl Action for Credentials {
                     // Whole seconds, rounded up, as IAM condition dates are usually written.
                     let cut = before.0.checked_add(k8s_openapi::jiff::SignedDuration::from_secs(1)).unwrap_or(before.0);
                     let before = cut.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-                    sc.aws.iam.deny_sessions_before(role, policy, &before).await.map_err(|e| cx.aws(e))?;
+                    sc.aws.iam.deny_sessions_before(role, policy, &before).await.map_err(|e| cx.error(e))?;
                     done.push(format!("sessions of role {role} issued before {before} denied"));
                 }
             }
             if let Some(replacement) = &wanted.replace_instance_profile {
                 if &current_arn != replacement {
-                    sc.aws.ec2.replace_instance_profile(&association_id, replacement).await.map_err(|e| cx.aws(e))?;
+                    sc.aws.ec2.replace_instance_profile(&association_id, replacement).await.map_err(|e| cx.error(e))?;
                 }
                 done.push(format!("instance profile {current_arn} replaced by {replacement}"));
             }

@@ -19,7 +19,7 @@ impl Action for ElasticIps {
                 return Ok(Applied::NotNeeded("not requested (spec.isolation.disassociateElasticIps)".into()));
             }
             let instance_id = cx.instance_id().to_string();
-            let current = cx.sc.aws.ec2.elastic_ips(&instance_id).await.map_err(|e| cx.aws(e))?;
+            let current = cx.sc.aws.ec2.elastic_ips(&instance_id).await.map_err(|e| cx.error(e))?;
             let recorded = &mut cx.record().elastic_ips;
             let new: Vec<_> = current.iter().map(|(_, a)| a.clone()).filter(|a| !recorded.contains(a)).collect();
             if !new.is_empty() {
@@ -27,7 +27,7 @@ impl Action for ElasticIps {
                 cx.save().await?;
             }
             for (association_id, _) in &current {
-                cx.sc.aws.ec2.disassociate_address(association_id).await.map_err(|e| cx.aws(e))?;
+                cx.sc.aws.ec2.disassociate_address(association_id).await.map_err(|e| cx.error(e))?;
             }
             let all = &cx.record().elastic_ips;
             if all.is_empty() {

@@ -22,7 +22,7 @@ impl Action for InstanceTags {
             let mut instance_tags = cx.sc.tags();
             instance_tags.retain(|(k, _)| k != tags::INSTANCE_ID);
             instance_tags.push((CONTAINMENT_TAG.into(), "isolated".into()));
-            cx.sc.aws.ec2.tag(cx.instance_id(), &instance_tags).await.map_err(|e| cx.aws(e))?;
+            cx.sc.aws.ec2.tag(cx.instance_id(), &instance_tags).await.map_err(|e| cx.error(e))?;
             Ok(Applied::Changed(format!("tagged {CONTAINMENT_TAG}=isolated with the capture and case")))
         })
     }

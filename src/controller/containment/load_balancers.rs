@@ -20,8 +20,8 @@ impl Action for LoadBalancers {
         Box::pin(async move {
             let instance_id = cx.instance_id().to_string();
             let (elbv2, classic) = (&cx.sc.aws.elbv2, &cx.sc.aws.elb_classic);
-            let current = elbv2.registrations(&instance_id).await.map_err(|e| cx.aws(e))?;
-            let current_classic = classic.load_balancers_of(&instance_id).await.map_err(|e| cx.aws(e))?;
+            let current = elbv2.registrations(&instance_id).await.map_err(|e| cx.error(e))?;
+            let current_classic = classic.load_balancers_of(&instance_id).await.map_err(|e| cx.error(e))?;
             let record = cx.record();
             let new: Vec<_> = current.iter().filter(|r| !record.target_groups.contains(r)).cloned().collect();
             let new_classic: Vec<_> = current_classic.iter().filter(|n| !record.classic_load_balancers.contains(n)).cloned().collect();
@@ -32,11 +32,11 @@ impl Action for LoadBalancers {
             }
             let mut deregistered = Vec::new();
             for registration in &current {
-                elbv2.deregister(registration, &instance_id).await.map_err(|e| already(cx.aws(e), &deregistered))?;
+                elbv2.deregister(registration, &instance_id).await.map_err(|e| already(cx.error(e), &deregistered))?;
                 deregistered.push(format!("deregistered from {}", registration.target_group_arn));
             }
             for name in &current_classic {
-                classic.deregister(name, &instance_id).await.map_err(|e| already(cx.aws(e), &deregistered))?;
+                classic.deregister(name, &instance_id).await.map_err(|e| already(cx.error(e), &deregistered))?;
                 deregistered.push(format!("deregistered from Classic Load Balancer {name}"));
             }
             let record = cx.record();

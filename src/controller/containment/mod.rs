@@ -68,7 +68,7 @@ impl Apply<'_, '_> {
     }
 
     /// An AWS error of this action: transient ones are retried, the rest fail the action alone.
-    pub fn aws(&self, error: AwsError) -> StepError {
+    pub fn error(&self, error: AwsError) -> StepError {
         StepError::aws(error, &self.sc.subject(), OnError::ACTION)
     }
 }

@@ -39,28 +39,28 @@ impl Action for SecurityGroups {
                 Some(id) => id,
                 None => {
                     let name = format!("forensic-capture-isolation-{}", sc.uid);
-                    let id = match ec2.isolation_group(&vpc_id, &sc.uid).await.map_err(|e| cx.aws(e))? {
+                    let id = match ec2.isolation_group(&vpc_id, &sc.uid).await.map_err(|e| cx.error(e))? {
                         Some(id) => id,
-                        None => ec2.create_isolation_group(&vpc_id, &name, &role_tags("isolation")).await.map_err(|e| cx.aws(e))?,
+                        None => ec2.create_isolation_group(&vpc_id, &name, &role_tags("isolation")).await.map_err(|e| cx.error(e))?,
                     };
                     cx.record().security_group_id = Some(id.clone());
                     cx.save().await?;
                     id
                 }
             };
-            ec2.ensure_isolation_rules(&isolation, &sc.capture.spec.steps.isolation.allow_ingress_cidrs).await.map_err(|e| cx.aws(e))?;
+            ec2.ensure_isolation_rules(&isolation, &sc.capture.spec.steps.isolation.allow_ingress_cidrs).await.map_err(|e| cx.error(e))?;
             let transition = match cx.record().transition_group_id.clone() {
                 Some(id) => id,
                 None => {
                     let name = format!("forensic-capture-transition-{}", sc.uid);
-                    let id = ec2.transition_group(&vpc_id, &name, &role_tags("transition")).await.map_err(|e| cx.aws(e))?;
+                    let id = ec2.transition_group(&vpc_id, &name, &role_tags("transition")).await.map_err(|e| cx.error(e))?;
                     cx.record().transition_group_id = Some(id.clone());
                     cx.save().await?;
                     id
                 }
             };
 
-            let info = ec2.describe_instance(&instance_id).await.map_err(|e| cx.aws(e))?.ok_or_else(|| {
+            let info = ec2.describe_instance(&instance_id).await.map_err(|e| cx.error(e))?.ok_or_else(|| {
                 StepError::failed(Reason::InstanceNotFound, format!("instance {instance_id} disappeared before isolation"))
             })?;
             // The prior groups are recorded once, before the first change, so release can restore them.
@@ -77,8 +77,8 @@ impl Action for SecurityGroups {
                     continue;
                 }
                 let eni = &interface.network_interface_id;
-                ec2.set_interface_groups(eni, std::slice::from_ref(&transition)).await.map_err(|e| cx.aws(e))?;
-                ec2.set_interface_groups(eni, std::slice::from_ref(&isolation)).await.map_err(|e| cx.aws(e))?;
+                ec2.set_interface_groups(eni, std::slice::from_ref(&transition)).await.map_err(|e| cx.error(e))?;
+                ec2.set_interface_groups(eni, std::slice::from_ref(&isolation)).await.map_err(|e| cx.error(e))?;
             }
             Ok(Applied::Changed(format!("{} interface(s) moved through {transition} to {isolation}", info.interfaces.len())))
         })

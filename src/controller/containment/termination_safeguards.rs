@@ -22,7 +22,7 @@ impl Action for TerminationSafeguards {
             let ec2 = &cx.sc.aws.ec2;
             let instance_id = cx.instance_id().to_string();
             if cx.record().termination.is_none() {
-                let settings = ec2.termination_settings(&instance_id).await.map_err(|e| cx.aws(e))?;
+                let settings = ec2.termination_settings(&instance_id).await.map_err(|e| cx.error(e))?;
                 cx.record().termination = Some(TerminationRecord {
                     disable_api_termination: settings.disable_api_termination,
                     shutdown_behavior: settings.shutdown_behavior,
@@ -42,7 +42,7 @@ impl Action for TerminationSafeguards {
                 .unwrap_or_default();
             let count = volumes.len();
             let safeguards = TerminationSettings { disable_api_termination: true, shutdown_behavior: "stop".into(), volumes };
-            ec2.set_termination_settings(&instance_id, &safeguards).await.map_err(|e| cx.aws(e))?;
+            ec2.set_termination_settings(&instance_id, &safeguards).await.map_err(|e| cx.error(e))?;
             Ok(Applied::Changed(format!("termination protection on, shutdown behaviour stop, DeleteOnTermination=false on {count} volume(s)")))
         })
     }

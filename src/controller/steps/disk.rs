@@ -15,7 +15,6 @@ use crate::{
         failure::StepError,
         protect,
         records::{self, upsert_artifact},
-        ssm_command::within_lookup_window,
         status::{Writer, now},
         step_context::StepContext,
     },
@@ -33,7 +32,7 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
     if let Some(missing) = recorded.iter().find(|id| !snapshots.iter().any(|s| &s.snapshot_id == *id)) {
         // A recorded snapshot the tag lookup does not show yet: look again rather than go on with part of the
         // set, for as long as a lookup may lag; after that it is gone (deleted, or its tag removed).
-        if within_lookup_window(records::record(STEP, status).create_requested_at.as_ref()) {
+        if records::create_requested_recently(STEP, status) {
             return Ok(Progress::Wait(super::POLL));
         }
         return Err(StepError::failed(
@@ -41,11 +40,12 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
             format!("snapshot {missing} of instance {instance_id} was recorded but EC2 no longer lists it with the capture's tag"),
         ));
     }
-    if snapshots.is_empty() {
-        if within_lookup_window(records::record(STEP, status).create_requested_at.as_ref()) {
+    let created_now = snapshots.is_empty();
+    if created_now {
+        if records::create_requested_recently(STEP, status) {
             return Ok(Progress::Wait(super::POLL));
         }
-        records::record(STEP, status).create_requested_at = Some(now());
+        records::request_create(STEP, status);
         writer.save(status).await?;
         let description = format!("forensic-capture case {} instance {instance_id} capture {}", sc.capture.spec.case_id, sc.uid);
         snapshots = ec2
@@ -55,14 +55,13 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
         if snapshots.is_empty() {
             return Err(StepError::failed(Reason::NoVolumes, format!("instance {instance_id} has no EBS volumes to snapshot")));
         }
-        for snapshot in &snapshots {
-            upsert_artifact(status, artifact(sc, snapshot));
-        }
-        // Recorded at once: the set is known by ID from here on, whatever the tag lookup shows.
-        writer.save(status).await?;
     }
     for snapshot in &snapshots {
         upsert_artifact(status, artifact(sc, snapshot));
+    }
+    if created_now {
+        // Recorded at once: the set is known by ID from here on, whatever the tag lookup shows.
+        writer.save(status).await?;
     }
     if let Some(failed) = snapshots.iter().find(|s| s.state == "error") {
         return Err(StepError::failed(
