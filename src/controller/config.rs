@@ -68,6 +68,13 @@ pub struct Config {
     #[arg(long, env = "FC_COMMAND_DELIVERY_TIMEOUT_SECONDS", default_value_t = 600, value_parser = clap::value_parser!(i32).range(30..))]
     pub command_delivery_timeout_seconds: i32,
 
+    /// How long, after asking AWS to create a step's SSM command or snapshot set, a restarted controller keeps
+    /// looking for it before creating it again, in seconds. SSM's command history and EC2's Describe calls are
+    /// eventually consistent; creating again too early would run an acquisition twice or take a second snapshot
+    /// set. It only delays a step whose create was cut short by a restart.
+    #[arg(long, env = "FC_CREATE_LOOKUP_WINDOW_SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub create_lookup_window_seconds: u64,
+
     /// Execution timeout of the volatile data command, in seconds.
     #[arg(long, env = "FC_VOLATILE_TIMEOUT_SECONDS", default_value_t = 900)]
     pub volatile_timeout_seconds: u64,
@@ -96,6 +103,10 @@ pub struct Config {
 }
 
 impl Config {
+    pub fn create_lookup_window(&self) -> Duration {
+        Duration::from_secs(self.create_lookup_window_seconds)
+    }
+
     pub fn url_ttl(&self) -> Duration {
         Duration::from_secs(self.url_ttl_seconds)
     }

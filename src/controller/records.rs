@@ -10,24 +10,20 @@ use k8s_openapi::{
 use super::status::now;
 use crate::api::{Artifact, ForensicCaptureStatus, Reason, Step, StepRecord, StepState};
 
-/// How long something a step asked AWS to create (an SSM command, a snapshot set) may stay invisible to the
-/// lookup that finds it again before it is taken as never made. SSM's history and EC2's Describe calls are
-/// eventually consistent: a controller restarted right after the create may not find it at once, and creating
-/// a second one would run an acquisition twice or take a second snapshot set.
-pub const LOOKUP_WINDOW: Duration = Duration::from_secs(120);
-
 /// Records, before the call, that the step is asking AWS to create its result now.
 pub fn request_create(step: Step, status: &mut ForensicCaptureStatus) {
     record(step, status).create_requested_at = Some(now());
 }
 
-/// The step asked for a create so recently that a lookup may not show it yet: look again before creating.
-pub fn create_requested_recently(step: Step, status: &mut ForensicCaptureStatus) -> bool {
-    within_lookup_window(record(step, status).create_requested_at.as_ref(), Timestamp::now())
+/// The step asked for a create less than `window` ago (--create-lookup-window-seconds): something it asked AWS
+/// to create (an SSM command, a snapshot set) may not show in the eventually consistent lookup yet, so look
+/// again rather than create a second one.
+pub fn create_requested_recently(step: Step, status: &mut ForensicCaptureStatus, window: Duration) -> bool {
+    within(record(step, status).create_requested_at.as_ref(), Timestamp::now(), window)
 }
 
-fn within_lookup_window(requested: Option<&Time>, now: Timestamp) -> bool {
-    let window = SignedDuration::try_from(LOOKUP_WINDOW).unwrap_or_default();
+fn within(requested: Option<&Time>, now: Timestamp, window: Duration) -> bool {
+    let window = SignedDuration::try_from(window).unwrap_or_default();
     requested.is_some_and(|at| now.duration_since(at.0) < window)
 }
 
@@ -73,8 +69,10 @@ mod tests {
     fn a_create_is_awaited_only_within_the_lookup_window() {
         let now = Timestamp::now();
         let ago = |secs: i64| Time(now - SignedDuration::from_secs(secs));
-        assert!(!within_lookup_window(None, now), "nothing requested: create");
-        assert!(within_lookup_window(Some(&ago(5)), now), "requested 5 s ago: look again first");
-        assert!(!within_lookup_window(Some(&ago(LOOKUP_WINDOW.as_secs() as i64 + 1)), now), "long enough: it was never made");
+        let window = Duration::from_secs(120);
+        assert!(!within(None, now, window), "nothing requested: create");
+        assert!(within(Some(&ago(5)), now, window), "requested 5 s ago: look again first");
+        assert!(!within(Some(&ago(121)), now, window), "long enough: it was never made");
+        assert!(!within(Some(&ago(0)), now, Duration::ZERO), "a window of 0 never waits");
     }
 }

@@ -47,7 +47,7 @@ where
         writer.save(status).await?;
         return Ok(Command::Known(id));
     }
-    if records::create_requested_recently(step, status) {
+    if records::create_requested_recently(step, status, sc.ctx.config.create_lookup_window()) {
         return Ok(Command::Unconfirmed);
     }
     let lines = prepare().await?;

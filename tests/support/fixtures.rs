@@ -105,6 +105,9 @@ impl CaptureEnv {
             ("FC_LOCK_NAMESPACE", self.namespace.clone()),
             ("FC_WATCH_NAMESPACE", self.namespace.clone()),
             ("FC_COMMAND_DELIVERY_TIMEOUT_SECONDS", "30".into()),
+            // moto and the SSM simulator list what was created at once; a kill between the recorded intent and
+            // the create would otherwise stall the crash tests for the production window (120 s) per step.
+            ("FC_CREATE_LOOKUP_WINDOW_SECONDS", "5".into()),
             // The stand-in's images are a few MiB for a 1 GiB instance type; the gate's coverage check has its
             // own tests.
             ("FC_MEMORY_MIN_COVERAGE_PERCENT", "0.1".into()),

@@ -32,7 +32,7 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
     if let Some(missing) = recorded.iter().find(|id| !snapshots.iter().any(|s| &s.snapshot_id == *id)) {
         // A recorded snapshot the tag lookup does not show yet: look again rather than go on with part of the
         // set, for as long as a lookup may lag; after that it is gone (deleted, or its tag removed).
-        if records::create_requested_recently(STEP, status) {
+        if records::create_requested_recently(STEP, status, sc.ctx.config.create_lookup_window()) {
             return Ok(Progress::Wait(super::POLL));
         }
         return Err(StepError::failed(
@@ -42,7 +42,7 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
     }
     let created_now = snapshots.is_empty();
     if created_now {
-        if records::create_requested_recently(STEP, status) {
+        if records::create_requested_recently(STEP, status, sc.ctx.config.create_lookup_window()) {
             return Ok(Progress::Wait(super::POLL));
         }
         records::request_create(STEP, status);
