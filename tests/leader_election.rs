@@ -176,3 +176,50 @@ async fn a_leader_that_finds_the_lease_taken_exits_at_once() {
     assert!(log.contains("lost the Lease"), "{log}");
     assert_eq!(leader::holder(&env).await, "intruder", "it did not fight for the Lease on the way out");
 }
+
+#[tokio::test]
+async fn a_leader_killed_with_fifty_captures_in_flight_leaves_all_of_them_to_the_standby_each_done_once() {
+    const CAPTURES: usize = 50;
+    let env = CaptureEnv::new("leader-fifty").await;
+    let mut pair = elect(&env).await;
+    let ec2 = support::stack().ec2().await;
+    let mut instances = Vec::new();
+    for i in 0..CAPTURES {
+        let instance = support::run_instance(&ec2, 1, &[]).await.instance_id;
+        set_instance_memory(&instance, 9 * MIB + 3);
+        env.apply(&capture_yaml(&format!("c{i}"), &instance, "")).await;
+        instances.push(instance);
+    }
+    // Killed once every capture has acted on AWS (its volatile data command sent) and before most have finished.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let (acting, done) = loop {
+        let list = env.captures().list(&Default::default()).await.unwrap().items;
+        let acting = list.iter().filter(|c| c.status.as_ref().and_then(|s| s.steps.volatile.as_ref()).is_some_and(|v| v.command_id.is_some())).count();
+        let done = list.iter().filter(|c| c.status.as_ref().is_some_and(|s| s.completed_at.is_some())).count();
+        if acting == CAPTURES || done > 0 {
+            break (acting, done);
+        }
+        assert!(Instant::now() < deadline, "only {acting} of {CAPTURES} captures acted on AWS in 300 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    pair.leader.kill();
+    println!("leader killed with {acting} of {CAPTURES} captures acting on AWS and {done} complete");
+    assert!(done < CAPTURES / 2, "most captures were still in flight at the kill: {done} complete");
+    leader::wait_for_holder(&env, LEASE_DURATION * 3, |h| h.starts_with(&format!("{}_", pair.standby_name))).await;
+
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        let list = env.captures().list(&Default::default()).await.unwrap().items;
+        if list.iter().filter(|c| c.status.as_ref().is_some_and(|s| s.completed_at.is_some())).count() == CAPTURES {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the standby did not finish every capture");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for (i, instance) in instances.iter().enumerate() {
+        let capture = env.captures().get(&format!("c{i}")).await.unwrap();
+        support::side_effects::assert_each_side_effect_once(instance, &capture).await;
+    }
+    let (_, aws, _) = activity(&pair.standby).await;
+    assert!(aws > 0.0, "the new leader finished the captures");
+}

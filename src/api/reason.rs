@@ -106,6 +106,7 @@ reasons! {
     VolatilitySymbolsNotBuilt => "no Volatility symbols could be built from the kernel's symbol material",
     // Waiting (the Ready condition while the capture cannot progress).
     WaitingForInstanceLock => "another capture of the same instance is running; this one starts when it ends",
+    WaitingForCapacity => "as many captures as --max-concurrent-acquisitions allows are acquiring in this account and region; this one starts when a place frees up",
     RetryingAfterError => "a transient error (throttling, 5xx, timeout, expired credentials, clock skew) recurs; retried with backoff",
     // Condition reasons while nothing is wrong.
     NotRequested => "the spec does not ask for the steps of this condition",

@@ -114,6 +114,13 @@ fn same_cidr(a: &str, b: &str) -> bool {
     }
 }
 
+/// A rule change that EC2 refuses with `code` because the rule is already as asked (added, or removed) is
+/// done: this happens when an earlier attempt of the same call succeeded but its answer was lost, and the SDK
+/// (or the next reconcile) sent it again.
+fn already(code: &'static str) -> impl FnOnce(AwsError) -> Result<(), AwsError> {
+    move |e| if e.code == code { Ok(()) } else { Err(e) }
+}
+
 fn tag_spec(resource: ResourceType, tags: &[(String, String)]) -> TagSpecification {
     tags.iter()
         .fold(TagSpecification::builder().resource_type(resource), |b, (k, v)| b.tags(Tag::builder().key(k).value(v).build()))
@@ -381,7 +388,9 @@ impl Ec2Api for SdkEc2 {
                 .ip_permissions(IpPermission::builder().ip_protocol("-1").ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build()).build())
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk("ec2:AuthorizeSecurityGroupIngress", e))?;
+                .map(|_| ())
+                .map_err(|e| AwsError::from_sdk("ec2:AuthorizeSecurityGroupIngress", e))
+                .or_else(already("InvalidPermission.Duplicate"))?;
         }
         Ok(group_id)
     }
@@ -465,6 +474,8 @@ impl Ec2Api for SdkEc2 {
             )
             .description(description)
             .tag_specifications(tag_spec(ResourceType::Snapshot, tags))
+            .customize()
+            .config_override(aws_sdk_ec2::config::Builder::default().retry_config(super::clients::single_attempt()))
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("ec2:CreateSnapshots", e))?;
@@ -537,7 +548,9 @@ impl Ec2Api for SdkEc2 {
                 .set_ip_permissions(Some(egress))
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk("ec2:RevokeSecurityGroupEgress", e))?;
+                .map(|_| ())
+                .map_err(|e| AwsError::from_sdk("ec2:RevokeSecurityGroupEgress", e))
+                .or_else(already("InvalidPermission.NotFound"))?;
         }
         let present: Vec<String> = group
             .ip_permissions()
@@ -568,7 +581,9 @@ impl Ec2Api for SdkEc2 {
                 .ip_permissions(permission)
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk("ec2:AuthorizeSecurityGroupIngress", e))?;
+                .map(|_| ())
+                .map_err(|e| AwsError::from_sdk("ec2:AuthorizeSecurityGroupIngress", e))
+                .or_else(already("InvalidPermission.Duplicate"))?;
         }
         Ok(())
     }

@@ -44,6 +44,10 @@ const THROTTLING: &[&str] = &[
     "RequestThrottled",
     "PriorRequestNotComplete",
     "EC2ThrottledException",
+];
+
+/// Server-side trouble that clears on its own.
+const SERVER_TROUBLE: &[&str] = &[
     "InternalError",
     "InternalFailure",
     "InternalServerError",
@@ -82,7 +86,7 @@ const ACCESS_DENIED: &[&str] = &[
 impl AwsError {
     pub fn class(&self) -> ErrorClass {
         let code = self.code.as_str();
-        if THROTTLING.contains(&code) || EXPIRED_OR_SKEWED.contains(&code) || code == "Transport" || self.http_status.is_some_and(|s| s >= 500) {
+        if THROTTLING.contains(&code) || SERVER_TROUBLE.contains(&code) || EXPIRED_OR_SKEWED.contains(&code) || code == "Transport" || self.http_status.is_some_and(|s| s >= 500) {
             ErrorClass::Retryable
         } else if code.starts_with("InvalidInstanceID") {
             ErrorClass::InstanceNotFound
@@ -102,6 +106,19 @@ impl AwsError {
 
     pub fn is_retryable(&self) -> bool {
         self.class() == ErrorClass::Retryable
+    }
+
+    /// The service asked the caller to slow down.
+    pub fn is_throttling(&self) -> bool {
+        THROTTLING.contains(&self.code.as_str())
+    }
+
+    /// The service answered with a refusal (a 4xx, or throttling, which EC2 and S3 send as 503), which AWS
+    /// decides before acting: the call did nothing. After another 5xx or a transport error (a response cut
+    /// short, a timeout) it may have acted.
+    pub fn refused_before_acting(&self) -> bool {
+        let answered = self.code != "Transport" && self.http_status.is_some();
+        answered && (self.is_throttling() || self.http_status.is_some_and(|s| (400..500).contains(&s)))
     }
 
     /// Builds an error from an SDK error, keeping the service's code and request ID.
@@ -158,6 +175,19 @@ mod tests {
         assert_eq!(error("RequestLimitExceeded", Some(503)).class(), ErrorClass::Retryable);
         assert_eq!(error("Whatever", Some(500)).class(), ErrorClass::Retryable);
         assert_eq!(error("Transport", None).class(), ErrorClass::Retryable);
+    }
+
+    #[test]
+    fn only_refusals_are_known_to_have_done_nothing() {
+        assert!(error("RequestLimitExceeded", Some(503)).refused_before_acting(), "EC2 throttles with 503");
+        assert!(error("SlowDown", Some(503)).refused_before_acting());
+        assert!(error("ThrottlingException", Some(400)).refused_before_acting());
+        assert!(error("InvalidParameterValue", Some(400)).refused_before_acting());
+        assert!(!error("InternalError", Some(500)).refused_before_acting(), "a 500 may come after the work was done");
+        assert!(!error("Unavailable", Some(503)).refused_before_acting());
+        // A response cut short carries the status line that did arrive.
+        assert!(!error("Transport", Some(200)).refused_before_acting());
+        assert!(!error("Transport", None).refused_before_acting());
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod elbv2;
 pub mod error;
 pub mod iam;
 pub mod kms;
+pub mod pacing;
 pub mod s3;
 pub mod snapshot_lock;
 pub mod ssm;

@@ -265,6 +265,8 @@ impl EvidenceStore for SdkEvidenceStore {
             .bucket(bucket)
             .key(key)
             .content_type("application/octet-stream")
+            .customize()
+            .config_override(aws_sdk_s3::config::Builder::default().retry_config(super::clients::single_attempt()))
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("s3:CreateMultipartUpload", e))?;

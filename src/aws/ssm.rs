@@ -81,6 +81,8 @@ impl SsmApi for SdkSsm {
             .timeout_seconds(command.delivery_timeout_seconds)
             .parameters("commands", command.lines)
             .parameters("executionTimeout", vec![command.execution_timeout_seconds.to_string()])
+            .customize()
+            .config_override(aws_sdk_ssm::config::Builder::default().retry_config(super::clients::single_attempt()))
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("ssm:SendCommand", e))?;

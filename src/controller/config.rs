@@ -42,6 +42,19 @@ pub struct Config {
     #[arg(long, env = "FC_MEMORY_UPLOAD_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=16))]
     pub memory_upload_concurrency: u8,
 
+    /// Client-side rate of the controller's own AWS requests, per region and API family, as FAMILY=RATE[/BURST]
+    /// (requests per second, and how many may go at once after a quiet spell); repeatable or comma-separated;
+    /// RATE 0 leaves a family unpaced. A request over the rate waits for its turn instead of being throttled by
+    /// AWS. Families and defaults: ec2-describe=20/50, ec2-mutate=5/20, ssm=10/20, s3=100/100, kms=20/20,
+    /// sts=10/10, iam=5/10, autoscaling=5/10, elasticloadbalancing=5/10.
+    #[arg(long = "aws-rate-limit", env = "FC_AWS_RATE_LIMITS", value_delimiter = ',')]
+    pub aws_rate_limits: Vec<crate::aws::pacing::RateSetting>,
+
+    /// How many captures may acquire evidence (volatile data, memory, disk) at once per account and region;
+    /// the others wait with reason WaitingForCapacity and start as places free up. 0: no bound.
+    #[arg(long, env = "FC_MAX_CONCURRENT_ACQUISITIONS", default_value_t = 50)]
+    pub max_concurrent_acquisitions: usize,
+
     /// Image quality gate: the least share (percent) of the instance's memory a memory image must hold. AVML
     /// leaves out 16 MiB blocks that are all zeros, so a healthy image of a large, idle instance can be small;
     /// an image below this share is refused (ImageIncomplete). 0 turns the check off.
@@ -144,5 +157,17 @@ mod tests {
         assert_eq!(parse_s3_uri("s3://tools/avml/x86_64"), Some(("tools".into(), "avml/x86_64".into())));
         assert_eq!(parse_s3_uri("s3://tools"), None);
         assert_eq!(parse_s3_uri("https://tools/x"), None);
+    }
+
+    #[test]
+    fn the_rate_limit_help_names_every_family_with_its_default() {
+        use clap::{Args, Command};
+        let command = Config::augment_args(Command::new("run"));
+        let argument = command.get_arguments().find(|a| a.get_id() == "aws_rate_limits").unwrap();
+        let help = argument.get_long_help().or(argument.get_help()).unwrap().to_string().replace('\n', " ");
+        for (family, rate) in crate::aws::pacing::DEFAULTS {
+            let stated = format!("{family}={}/{}", rate.per_second, rate.burst);
+            assert!(help.contains(&stated), "--aws-rate-limit's help does not state {stated}: {help}");
+        }
     }
 }

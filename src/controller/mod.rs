@@ -1,6 +1,7 @@
 //! The controller runtime: watches ForensicCaptures and drives each through the planner's actions.
 
 mod backoff;
+mod capacity;
 pub mod config;
 mod containment;
 mod failure;
@@ -29,10 +30,11 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use kube::{
     Api, Client,
-    runtime::{Controller, controller::Action, events::Reporter, watcher},
+    ResourceExt,
+    runtime::{Controller, WatchStreamExt, controller::Action, events::Reporter, reflector, watcher},
 };
 
 use crate::{
@@ -52,6 +54,10 @@ pub struct Context {
     pub metrics: Arc<metrics::Metrics>,
     pub health: Arc<health::Health>,
     pub backoff: backoff::Backoff,
+    /// Places for captures acquiring at once, per account and region.
+    pub capacity: capacity::Capacity,
+    /// The last status each capture got from this process (status.rs).
+    pub own_writes: status::OwnWrites,
     base_aws: aws_config::SdkConfig,
     regions: Mutex<HashMap<String, RegionClients>>,
 }
@@ -66,6 +72,8 @@ impl Context {
             metrics: Arc::new(metrics::Metrics::new()),
             health: Arc::default(),
             backoff: backoff::Backoff::default(),
+            capacity: capacity::Capacity::default(),
+            own_writes: status::OwnWrites::default(),
             base_aws,
             regions: Mutex::new(HashMap::new()),
         }
@@ -91,10 +99,12 @@ impl Context {
             .entry(region.to_string())
             .or_insert_with(|| {
                 let observe = |service| aws_sdk_s3::config::SharedInterceptor::new(self.metrics.aws_observer(service));
+                let rates = crate::aws::pacing::rates(&self.config.aws_rate_limits);
                 let options = ClientOptions {
                     s3_force_path_style: self.config.s3_force_path_style,
                     presign_role_arn: self.config.presign_role_arn.clone(),
                     observe: Some(&observe),
+                    pacing: Some(&rates),
                 };
                 RegionClients::new(&self.base_aws, Some(region), &options)
             })
@@ -113,7 +123,21 @@ async fn run_controllers(ctx: Arc<Context>, shutdown: impl std::future::Future<O
     let captures: Api<ForensicCapture> = scoped_api(&ctx);
     let releases: Api<ContainmentRelease> = scoped_api(&ctx);
     let config = kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency);
-    let capture_controller = Controller::new(captures, watcher::Config::default().any_semantic());
+    // The captures' own watch, so that this process's status writes are left out of the triggers (OwnWrites);
+    // the store still sees every version.
+    let (store, store_writer) = reflector::store::<ForensicCapture>();
+    let own = ctx.clone();
+    let capture_events = reflector::reflector(store_writer, watcher::watcher(captures, watcher::Config::default().any_semantic()))
+        .default_backoff()
+        .applied_objects()
+        .try_filter(move |capture| {
+            let own_write = match (capture.uid(), capture.resource_version()) {
+                (Some(uid), Some(rv)) => own.own_writes.is_own(&uid, &rv),
+                _ => false,
+            };
+            std::future::ready(!own_write)
+        });
+    let capture_controller = Controller::for_stream(capture_events, store);
     let release_controller = Controller::new(releases, watcher::Config::default().any_semantic());
     ctx.metrics.count_captures_in(capture_controller.store());
     tokio::spawn(ctx.health.clone().ready_when_listable(scoped_api(&ctx), scoped_api(&ctx)));

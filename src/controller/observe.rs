@@ -59,13 +59,16 @@ async fn observed(
 }
 
 /// A stable, low-cardinality category: the Kubernetes API's own reason (Conflict, NotFound,
-/// TooManyRequests, ...), KubernetesClient when no response came, or Transient for a step's retryable AWS
-/// or API trouble (its AWS side is in aws_calls_total by operation and outcome).
+/// TooManyRequests, ...), KubernetesClient when no response came, Throttling when AWS asked to slow down, or
+/// Transient for a step's other retryable AWS or API trouble (its AWS side is in aws_calls_total by operation
+/// and outcome).
 fn reason(error: &reconcile::Error) -> String {
     match error {
         reconcile::Error::Kube(kube::Error::Api(status)) if !status.reason.is_empty() => status.reason.clone(),
         reconcile::Error::Kube(kube::Error::Api(status)) => format!("Http{}", status.code),
         reconcile::Error::Kube(_) => "KubernetesClient".into(),
+        // Throttling on its own: the sign to lower the controller's request rates (--aws-rate-limit).
+        reconcile::Error::Retry { source: Some(aws), .. } if aws.is_throttling() => "Throttling".into(),
         reconcile::Error::Retry { .. } => "Transient".into(),
     }
 }
@@ -84,5 +87,13 @@ mod tests {
         assert_eq!(reason(&api_error(409, "Conflict")), "Conflict");
         assert_eq!(reason(&api_error(502, "")), "Http502");
         assert_eq!(reason(&reconcile::Error::Retry { message: "instance i-1: ec2:CreateSnapshots: RequestLimitExceeded: slow down".into(), source: None }), "Transient");
+        let throttled = crate::aws::AwsError {
+            operation: "ec2:CreateSnapshots",
+            code: "RequestLimitExceeded".into(),
+            message: "Request limit exceeded.".into(),
+            request_id: None,
+            http_status: Some(503),
+        };
+        assert_eq!(reason(&reconcile::Error::Retry { message: "m".into(), source: Some(throttled) }), "Throttling");
     }
 }

@@ -11,14 +11,14 @@ use kube::{
 use serde_json::json;
 
 use super::{
-    Context, FINALIZER, backoff, lock, records, resolve, seal,
+    Context, FINALIZER, backoff, capacity, lock, records, resolve, seal,
     failure::StepError,
     status::{Writer, now},
     step_context::StepContext,
     steps::{self, Progress},
 };
 use crate::{
-    api::{ForensicCapture, ForensicCaptureStatus, Reason, Step, StepState},
+    api::{ForensicCapture, ForensicCaptureStatus, Reason, TargetFacts, Step, StepState},
     aws::AwsError,
     planner::{self, Action, Situation, Waiting},
 };
@@ -47,9 +47,18 @@ impl From<StepError> for Error {
 /// Bounds the work of one reconcile, so one capture cannot starve the others.
 const MAX_ACTIONS_PER_RECONCILE: usize = 32;
 const LOCK_RETRY: Duration = Duration::from_secs(10);
+/// How soon a capture waiting for an acquisition place looks again.
+const CAPACITY_RETRY: Duration = Duration::from_secs(2);
 
 pub async fn reconcile(capture: Arc<ForensicCapture>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let api: Api<ForensicCapture> = Api::namespaced(ctx.client.clone(), &capture.namespace().unwrap_or_default());
+    // The watch may not have brought this process's last write back yet: then the cached object is older than
+    // what this process knows, and the capture is read again rather than worked on from a stale status.
+    let uid = capture.uid().unwrap_or_default();
+    let capture = match ctx.own_writes.last(&uid) {
+        Some(last) if capture.resource_version().as_deref() != Some(last.as_str()) => Arc::new(api.get(&capture.name_any()).await?),
+        _ => capture,
+    };
     let deleting = capture.metadata.deletion_timestamp.is_some();
     if !deleting && !capture.finalizers().iter().any(|f| f == FINALIZER) {
         // The finalizer keeps a deletion from cutting a step in half; the watch brings the updated object back.
@@ -69,6 +78,7 @@ pub async fn reconcile(capture: Arc<ForensicCapture>, ctx: Arc<Context>) -> Resu
     for _ in 0..MAX_ACTIONS_PER_RECONCILE {
         if ctx.stopping() {
             // Shutting down: the status is saved, and whoever leads next continues from it.
+            let _ = writer.save(&mut status).await;
             return Ok(Requeue::await_change());
         }
         let lock_held = match &status.target {
@@ -82,6 +92,8 @@ pub async fn reconcile(capture: Arc<ForensicCapture>, ctx: Arc<Context>) -> Resu
                 writer.save(&mut status).await?;
                 if deleting {
                     remove_finalizer(&api, &capture).await?;
+                    ctx.own_writes.forget(&uid);
+                    ctx.capacity.release(&uid);
                 }
                 return Ok(Requeue::await_change());
             }
@@ -109,6 +121,10 @@ pub async fn reconcile(capture: Arc<ForensicCapture>, ctx: Arc<Context>) -> Resu
             }
             Action::Run(step) => {
                 let target = status.target.clone().expect("the planner runs steps only after resolving the target");
+                if let Some(waiting) = wait_for_capacity(&ctx, &capture, &status, step, &target) {
+                    writer.publish(&mut status, Some(&waiting)).await?;
+                    return Ok(Requeue::requeue(CAPACITY_RETRY));
+                }
                 let sc = StepContext::new(&ctx, &capture, target);
                 match steps::run(step, &sc, &mut status, &mut writer).await {
                     // A step failure is recorded against that step; the planner decides what follows.
@@ -122,7 +138,10 @@ pub async fn reconcile(capture: Arc<ForensicCapture>, ctx: Arc<Context>) -> Resu
             Action::Finish => finish(&ctx, &capture, &mut status).await,
         };
         match outcome {
-            Ok(Progress::Continue) => writer.save(&mut status).await?,
+            // Not saved yet: what the action recorded (facts, a skip, a step's result) is saved by the next
+            // save, which comes before the next side effect (every step records its intent first), or before
+            // this reconcile returns. One patch then carries several actions' records.
+            Ok(Progress::Continue) => {}
             Ok(Progress::Wait(after)) => {
                 writer.save(&mut status).await?;
                 return Ok(Requeue::requeue(after));
@@ -134,17 +153,55 @@ pub async fn reconcile(capture: Arc<ForensicCapture>, ctx: Arc<Context>) -> Resu
                 writer.save(&mut status).await?;
             }
             Err(StepError::Retry { message, source }) => {
-                // From the third failure in a row on, the Ready condition says what the capture waits for.
+                // From the third failure in a row on, the Ready condition says what the capture waits for. It
+                // keeps the first message of the episode: a condition rewritten on every attempt would be a status
+                // patch, and so a watch event that starts the next attempt at once, defeating the backoff.
                 let failures = ctx.backoff.failures(capture.uid().as_deref().unwrap_or_default()) + 1;
-                let waiting = (failures >= backoff::SHOW_AFTER)
-                    .then(|| Waiting { reason: Reason::RetryingAfterError, message: format!("{message} (attempt {failures}, retried with backoff)") });
+                let waiting = (failures >= backoff::SHOW_AFTER).then(|| {
+                    shown_retrying(&writer.written)
+                        .unwrap_or_else(|| Waiting { reason: Reason::RetryingAfterError, message: format!("{message} (retried with backoff)") })
+                });
                 // The retry is what matters; a status that cannot be saved now is saved next time.
                 let _ = writer.publish(&mut status, waiting.as_ref()).await;
                 return Err(Error::Retry { message, source });
             }
         }
     }
+    writer.save(&mut status).await?;
     Ok(Requeue::requeue(Duration::from_millis(100)))
+}
+
+/// None when `step` may run now; otherwise what the capture waits for. Evidence steps need one of the account
+/// and region's places (capacity.rs); isolation, and the end of a capture, give the place back.
+fn wait_for_capacity(ctx: &Context, capture: &ForensicCapture, status: &ForensicCaptureStatus, step: Step, target: &TargetFacts) -> Option<Waiting> {
+    let uid = capture.uid().unwrap_or_default();
+    if !step.info().group.is_evidence() {
+        ctx.capacity.release(&uid);
+        return None;
+    }
+    let account = target.account_id.clone().unwrap_or_default();
+    let scope = (account, target.region.clone());
+    let started = Step::ALL.iter().any(|s| s.info().group.is_evidence() && s.record(status).is_some_and(|r| r.started_at.is_some()));
+    let limit = ctx.config.max_concurrent_acquisitions;
+    match ctx.capacity.admit(&scope, &uid, started, limit, std::time::Instant::now()) {
+        capacity::Admission::Admitted => None,
+        // The message names no count: it must not change while the capture waits, or every look would be a
+        // status patch (and a watch event that brings the next look forward).
+        capacity::Admission::Full { .. } => Some(Waiting {
+            reason: Reason::WaitingForCapacity,
+            message: format!(
+                "{limit} captures are already acquiring evidence in account {} region {} (--max-concurrent-acquisitions); this one starts when a place frees up",
+                if scope.0.is_empty() { "(the controller's own)" } else { &scope.0 },
+                scope.1
+            ),
+        }),
+    }
+}
+
+/// The RetryingAfterError the Ready condition already shows, if it does.
+fn shown_retrying(status: &ForensicCaptureStatus) -> Option<Waiting> {
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready" && c.reason == Reason::RetryingAfterError.as_str())?;
+    Some(Waiting { reason: Reason::RetryingAfterError, message: ready.message.clone() })
 }
 
 /// Every requested step has ended: the manifest describes the finished record, so it is written just before
@@ -154,6 +211,7 @@ async fn finish(ctx: &Context, capture: &ForensicCapture, status: &mut ForensicC
         seal::write(&StepContext::new(ctx, capture, target), status).await?;
     }
     status.completed_at = Some(now());
+    ctx.capacity.release(&capture.uid().unwrap_or_default());
     if let Some(target) = &status.target {
         lock::release(ctx, capture, &target.instance_id).await?;
     }

@@ -15,6 +15,12 @@ pub fn request_create(step: Step, status: &mut ForensicCaptureStatus) {
     record(step, status).create_requested_at = Some(now());
 }
 
+/// The create was refused before AWS acted on it: nothing can show up in a lookup, so the next attempt creates
+/// at once.
+pub fn forget_create_request(step: Step, status: &mut ForensicCaptureStatus) {
+    record(step, status).create_requested_at = None;
+}
+
 /// The step asked for a create less than `window` ago (--create-lookup-window-seconds): something it asked AWS
 /// to create (an SSM command, a snapshot set) may not show in the eventually consistent lookup yet, so look
 /// again rather than create a second one.

@@ -67,10 +67,10 @@ where
     let id = match sent {
         Ok(id) => id,
         Err(e) => {
-            // A refusal means nothing was sent: the next attempt need not wait for a lookup. After a
-            // transport error the command may exist, so the intent stays.
-            if e.http_status.is_some() {
-                records::record(step, status).create_requested_at = None;
+            // A refusal means nothing was sent: the next attempt need not wait for a lookup. After a 5xx
+            // or a transport error (a response cut short included) the command may exist, so the intent stays.
+            if e.refused_before_acting() {
+                records::forget_create_request(step, status);
             }
             return Err(send_error(e, instance_id));
         }

@@ -28,6 +28,36 @@ pub fn refresh(capture: &ForensicCapture, status: &mut ForensicCaptureStatus, wa
     status.observed_generation = capture.metadata.generation;
 }
 
+/// The resourceVersion of each capture's last status write by this process.
+///
+/// The watch brings every write back as an event, and an event starts a reconcile at once, whatever backoff
+/// the capture is in: a capture whose failed attempts each write its status (an intent cleared, a condition
+/// set) would retry in a loop. The controller's own writes are therefore not triggers (mod.rs filters them
+/// out); the reconcile that made them has already requeued itself for when it needs to look again. Changes by
+/// anyone else (a spec edit, a deletion, a label, another controller) still trigger at once.
+#[derive(Debug, Default)]
+pub struct OwnWrites(std::sync::Mutex<std::collections::HashMap<String, String>>);
+
+impl OwnWrites {
+    pub fn record(&self, uid: &str, resource_version: &str) {
+        self.0.lock().expect("own writes lock").insert(uid.to_string(), resource_version.to_string());
+    }
+
+    /// Whether this version of the object is this process's last write of it.
+    pub fn is_own(&self, uid: &str, resource_version: &str) -> bool {
+        self.0.lock().expect("own writes lock").get(uid).is_some_and(|rv| rv == resource_version)
+    }
+
+    /// The version this process last wrote, if any.
+    pub fn last(&self, uid: &str) -> Option<String> {
+        self.0.lock().expect("own writes lock").get(uid).cloned()
+    }
+
+    pub fn forget(&self, uid: &str) {
+        self.0.lock().expect("own writes lock").remove(uid);
+    }
+}
+
 /// Saves a capture's status, mid-step too, so intent is recorded before the next side effect.
 ///
 /// Every patch carries the resourceVersion of the object this writer last read or wrote. A reconcile that
@@ -61,11 +91,18 @@ impl<'a> Writer<'a> {
         let api: Api<ForensicCapture> = Api::namespaced(self.ctx.client.clone(), &self.capture.namespace().unwrap_or_default());
         let name = self.capture.name_any();
         for _ in 0..2 {
-            let body = json!({ "metadata": { "resourceVersion": self.resource_version }, "status": status });
+            // Only what changed, with removed fields as null: a merge patch leaves a field it does not mention
+            // as it was, so a cleared field (an intent withdrawn) must be sent as null to be cleared.
+            let old = serde_json::to_value(&self.written).unwrap_or_default();
+            let new = serde_json::to_value(&*status).unwrap_or_default();
+            let body = json!({ "metadata": { "resourceVersion": self.resource_version }, "status": merge_diff(&old, &new) });
             self.ctx.metrics.status_patched();
             match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(body)).await {
                 Ok(patched) => {
                     self.resource_version = patched.resource_version();
+                    if let (Some(uid), Some(rv)) = (self.capture.uid(), &self.resource_version) {
+                        self.ctx.own_writes.record(&uid, rv);
+                    }
                     emit_events(self.ctx, self.capture, &self.written, status).await;
                     if let Some(phase) = status.phase.filter(|p| self.written.phase != Some(*p)) {
                         self.ctx.metrics.phase_reached(self.capture, phase);
@@ -109,6 +146,12 @@ async fn emit_events(ctx: &Context, capture: &ForensicCapture, before: &Forensic
         let note = new.message.clone().unwrap_or_else(|| format!("{} step {:?}", step.name(), new.state));
         events.push(Event { type_, reason, note: Some(note), action: title.into(), secondary: None });
     }
+    // A capture that starts waiting on persistent trouble says so once, when its Ready condition turns to it.
+    let ready_reason = |s: &ForensicCaptureStatus| s.conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.reason.clone());
+    if ready_reason(after).as_deref() == Some(Reason::RetryingAfterError.as_str()) && ready_reason(before) != ready_reason(after) {
+        let message = after.conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.message.clone()).unwrap_or_default();
+        events.push(Event { type_: EventType::Warning, reason: Reason::RetryingAfterError.into(), note: Some(message), action: "Reconcile".into(), secondary: None });
+    }
     if before.phase != after.phase {
         if let Some(phase) = after.phase {
             events.push(Event {
@@ -148,4 +191,76 @@ pub async fn warn(ctx: &Context, capture: &ForensicCapture, action: &str, reason
 /// Events notes are limited to 1 kB.
 fn truncate(s: &str) -> String {
     s.chars().take(1000).collect()
+}
+
+/// The JSON merge patch (RFC 7386) that turns `old` into `new`: changed and added members, removed members as
+/// null; objects are compared member by member, anything else (arrays included) is replaced whole.
+pub fn merge_diff(old: &serde_json::Value, new: &serde_json::Value) -> serde_json::Value {
+    use serde_json::{Map, Value};
+    match (old, new) {
+        (Value::Object(old), Value::Object(new)) => {
+            let mut patch = Map::new();
+            for (key, value) in new {
+                match old.get(key) {
+                    Some(previous) if previous == value => {}
+                    Some(previous @ Value::Object(_)) if value.is_object() => {
+                        patch.insert(key.clone(), merge_diff(previous, value));
+                    }
+                    _ => {
+                        patch.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+            for key in old.keys().filter(|k| !new.contains_key(*k)) {
+                patch.insert(key.clone(), Value::Null);
+            }
+            Value::Object(patch)
+        }
+        _ => new.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::merge_diff;
+
+    /// RFC 7386's own merge, to check that the diff applied to the old value gives the new one.
+    fn apply(target: &serde_json::Value, patch: &serde_json::Value) -> serde_json::Value {
+        match patch {
+            serde_json::Value::Object(members) => {
+                let mut result = target.as_object().cloned().unwrap_or_default();
+                for (key, value) in members {
+                    if value.is_null() {
+                        result.remove(key);
+                    } else {
+                        let merged = apply(result.get(key).unwrap_or(&serde_json::Value::Null), value);
+                        result.insert(key.clone(), merged);
+                    }
+                }
+                serde_json::Value::Object(result)
+            }
+            other => other.clone(),
+        }
+    }
+
+    #[test]
+    fn a_cleared_field_is_sent_as_null_and_unchanged_ones_not_at_all() {
+        let old = json!({"phase": "Acquiring", "steps": {"disk": {"state": "Running", "createRequestedAt": "t"}, "memory": {"state": "Succeeded"}}});
+        let new = json!({"phase": "Acquiring", "steps": {"disk": {"state": "Running"}, "memory": {"state": "Succeeded"}}});
+        let patch = merge_diff(&old, &new);
+        assert_eq!(patch, json!({"steps": {"disk": {"createRequestedAt": null}}}));
+        assert_eq!(apply(&old, &patch), new);
+    }
+
+    #[test]
+    fn arrays_are_replaced_whole_and_new_members_added() {
+        let old = json!({"artifacts": [{"name": "a"}], "conditions": [{"type": "Ready"}]});
+        let new = json!({"artifacts": [{"name": "a"}, {"name": "b"}], "conditions": [{"type": "Ready"}], "completedAt": "t"});
+        let patch = merge_diff(&old, &new);
+        assert_eq!(patch, json!({"artifacts": [{"name": "a"}, {"name": "b"}], "completedAt": "t"}));
+        assert_eq!(apply(&old, &patch), new);
+        assert_eq!(merge_diff(&json!({}), &new), new, "from nothing, everything");
+    }
 }

@@ -85,7 +85,11 @@ pub struct CaptureEnv {
 
 impl CaptureEnv {
     pub async fn new(prefix: &str) -> Self {
-        let kube = stack().kube().await;
+        Self::on(stack().kube().await, prefix).await
+    }
+
+    /// The environment on another API server than the stack's (one a test may stop and start).
+    pub async fn on(kube: kube::Client, prefix: &str) -> Self {
         install_crd(&kube).await;
         let namespace = super::namespace(&kube, prefix).await;
         let s3 = stack().s3().await;

@@ -206,8 +206,10 @@ pub async fn run_instance(ec2: &aws_sdk_ec2::Client, extra_volumes: usize, tags:
 }
 
 pub mod chart;
+pub mod control_plane;
 pub mod controller;
 pub mod endpoint;
+pub mod faults;
 pub mod fixtures;
 pub mod iam;
 pub mod leader;

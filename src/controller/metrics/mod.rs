@@ -89,7 +89,7 @@ impl Metrics {
         let reconcile_errors = registered(
             r,
             "reconcile_errors",
-            "Reconciles that ended in an error and will be retried, by reason: the Kubernetes API's reason, KubernetesClient, or Transient (AWS throttling, 5xx, transport; see aws_calls_total)",
+            "Reconciles that ended in an error and will be retried, by reason: the Kubernetes API's reason, KubernetesClient, Throttling (AWS asked to slow down), or Transient (AWS 5xx, transport; see aws_calls_total)",
             Family::default(),
         );
         let step_outcomes = registered(

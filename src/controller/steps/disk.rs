@@ -48,10 +48,17 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
         records::request_create(STEP, status);
         writer.save(status).await?;
         let description = format!("forensic-capture case {} instance {instance_id} capture {}", sc.capture.spec.case_id, sc.uid);
-        snapshots = ec2
-            .create_snapshots(&instance_id, sc.capture.spec.steps.disk.exclude_boot_volume, &description, &sc.tags())
-            .await
-            .map_err(failed)?;
+        snapshots = match ec2.create_snapshots(&instance_id, sc.capture.spec.steps.disk.exclude_boot_volume, &description, &sc.tags()).await {
+            Ok(snapshots) => snapshots,
+            Err(e) => {
+                // Refused (throttled, say): no set exists, so the next attempt need not wait out the lookup
+                // window. After a 5xx or a response cut short a set may exist: the intent stays.
+                if e.refused_before_acting() {
+                    records::forget_create_request(STEP, status);
+                }
+                return Err(failed(e));
+            }
+        };
         if snapshots.is_empty() {
             return Err(StepError::failed(Reason::NoVolumes, format!("instance {instance_id} has no EBS volumes to snapshot")));
         }

@@ -26,9 +26,9 @@ pub const POLL: Duration = Duration::from_secs(2);
 
 /// Runs (or continues) `step`. The one place a step's executor is named.
 pub async fn run<'a>(step: Step, sc: &StepContext<'a>, status: &mut ForensicCaptureStatus, writer: &mut Writer<'a>) -> Result<Progress, StepError> {
-    if super::records::start(step, status) {
-        writer.save(status).await?;
-    }
+    // The start is saved with the step's first record: every step saves its intent before its first side
+    // effect that a lookup could not find again (an SSM command, a snapshot set, a containment change).
+    super::records::start(step, status);
     match step {
         Step::Volatile => volatile::run(sc, status, writer).await,
         Step::Memory => memory::run(sc, status, writer).await,
