@@ -37,7 +37,7 @@ async fn requests_over_a_familys_rate_wait_for_their_turn_and_other_families_do_
     assert!(paced >= Duration::from_millis(4400), "10 requests at 2/s took {paced:?}");
     assert_eq!(count(&proxy.counters().await, "ec2:DescribeVpcs", "requests"), 10);
 
-    // Another family has its own bucket (ec2-mutate's default 5/s with a burst of 20): ten at once go at once.
+    // Another family has its own bucket (ec2-mutate's default 10/s with a burst of 50): ten at once go at once.
     let started = Instant::now();
     let tag = |i: usize| aws_sdk_ec2::types::Tag::builder().key("fc-pacing").value(i.to_string()).build();
     let vpc = clients.ec2.0.create_vpc().cidr_block("10.66.0.0/16").send().await.unwrap().vpc().unwrap().vpc_id().unwrap().to_string();

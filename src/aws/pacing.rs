@@ -30,9 +30,11 @@ pub struct Rate {
 pub const DEFAULTS: &[(&str, Rate)] = &[
     // Describe* calls: AWS's default for a single non-mutating action is 100 tokens, 20 per second.
     ("ec2-describe", Rate { per_second: 20.0, burst: 50 }),
-    // Every other EC2 action (snapshots, security groups, interface changes, tags).
-    ("ec2-mutate", Rate { per_second: 5.0, burst: 20 }),
-    ("ssm", Rate { per_second: 10.0, burst: 20 }),
+    // Every other EC2 action (snapshots, security groups, interface changes, tags): AWS limits each action on
+    // its own, so one rate for all of them together stays below any single action's.
+    ("ec2-mutate", Rate { per_second: 10.0, burst: 50 }),
+    // A capture polls its running command every 2 s: 50 captures acquiring at once poll 25 times a second.
+    ("ssm", Rate { per_second: 25.0, burst: 50 }),
     // S3 takes thousands of requests per second per prefix; the controller's own are few (the instance's
     // part uploads go through presigned URLs and are not paced here).
     ("s3", Rate { per_second: 100.0, burst: 100 }),

@@ -45,7 +45,7 @@ pub struct Config {
     /// Client-side rate of the controller's own AWS requests, per region and API family, as FAMILY=RATE[/BURST]
     /// (requests per second, and how many may go at once after a quiet spell); repeatable or comma-separated;
     /// RATE 0 leaves a family unpaced. A request over the rate waits for its turn instead of being throttled by
-    /// AWS. Families and defaults: ec2-describe=20/50, ec2-mutate=5/20, ssm=10/20, s3=100/100, kms=20/20,
+    /// AWS. Families and defaults: ec2-describe=20/50, ec2-mutate=10/50, ssm=25/50, s3=100/100, kms=20/20,
     /// sts=10/10, iam=5/10, autoscaling=5/10, elasticloadbalancing=5/10.
     #[arg(long = "aws-rate-limit", env = "FC_AWS_RATE_LIMITS", value_delimiter = ',')]
     pub aws_rate_limits: Vec<crate::aws::pacing::RateSetting>,

@@ -28,7 +28,7 @@ pub fn refresh(capture: &ForensicCapture, status: &mut ForensicCaptureStatus, wa
     status.observed_generation = capture.metadata.generation;
 }
 
-/// The resourceVersion of each capture's last status write by this process.
+/// The resourceVersions of each capture's recent status writes by this process.
 ///
 /// The watch brings every write back as an event, and an event starts a reconcile at once, whatever backoff
 /// the capture is in: a capture whose failed attempts each write its status (an intent cleared, a condition
@@ -36,21 +36,30 @@ pub fn refresh(capture: &ForensicCapture, status: &mut ForensicCaptureStatus, wa
 /// out); the reconcile that made them has already requeued itself for when it needs to look again. Changes by
 /// anyone else (a spec edit, a deletion, a label, another controller) still trigger at once.
 #[derive(Debug, Default)]
-pub struct OwnWrites(std::sync::Mutex<std::collections::HashMap<String, String>>);
+pub struct OwnWrites(std::sync::Mutex<std::collections::HashMap<String, std::collections::VecDeque<String>>>);
+
+/// One reconcile can write several times (an intent, then its result) before the watch brings the first write
+/// back, so the last few versions each count as this process's own.
+const OWN_VERSIONS_KEPT: usize = 16;
 
 impl OwnWrites {
     pub fn record(&self, uid: &str, resource_version: &str) {
-        self.0.lock().expect("own writes lock").insert(uid.to_string(), resource_version.to_string());
+        let mut writes = self.0.lock().expect("own writes lock");
+        let versions = writes.entry(uid.to_string()).or_default();
+        if versions.len() == OWN_VERSIONS_KEPT {
+            versions.pop_front();
+        }
+        versions.push_back(resource_version.to_string());
     }
 
-    /// Whether this version of the object is this process's last write of it.
+    /// Whether this version of the object is one this process wrote.
     pub fn is_own(&self, uid: &str, resource_version: &str) -> bool {
-        self.0.lock().expect("own writes lock").get(uid).is_some_and(|rv| rv == resource_version)
+        self.0.lock().expect("own writes lock").get(uid).is_some_and(|versions| versions.iter().any(|rv| rv == resource_version))
     }
 
     /// The version this process last wrote, if any.
     pub fn last(&self, uid: &str) -> Option<String> {
-        self.0.lock().expect("own writes lock").get(uid).cloned()
+        self.0.lock().expect("own writes lock").get(uid).and_then(|versions| versions.back().cloned())
     }
 
     pub fn forget(&self, uid: &str) {
@@ -224,7 +233,25 @@ pub fn merge_diff(old: &serde_json::Value, new: &serde_json::Value) -> serde_jso
 mod tests {
     use serde_json::json;
 
-    use super::merge_diff;
+    use super::{OwnWrites, merge_diff};
+
+    #[test]
+    fn each_recent_own_write_is_recognised_and_the_last_is_the_newest() {
+        let own = OwnWrites::default();
+        own.record("u", "10");
+        own.record("u", "11");
+        assert!(own.is_own("u", "10"), "an earlier write of the same reconcile is still this process's own");
+        assert!(own.is_own("u", "11"));
+        assert!(!own.is_own("u", "12"), "someone else's change");
+        assert!(!own.is_own("other", "11"));
+        assert_eq!(own.last("u").as_deref(), Some("11"));
+        for rv in 12..40 {
+            own.record("u", &rv.to_string());
+        }
+        assert!(!own.is_own("u", "10"), "only the last few are kept");
+        own.forget("u");
+        assert_eq!(own.last("u"), None);
+    }
 
     /// RFC 7386's own merge, to check that the diff applied to the old value gives the new one.
     fn apply(target: &serde_json::Value, patch: &serde_json::Value) -> serde_json::Value {
