@@ -2,6 +2,7 @@
 //! image of FC_BENCH_UPLOAD_MIB (default 1024) MiB, goes to moto through dev/fault-proxy with a per-connection
 //! bandwidth cap and a round trip added to every request (FC_BENCH_CAP_MBPS, default 50 MB/s;
 //! FC_BENCH_RTT_MS, default 20):
+//! Each runs on a simulated instance through SSM (the same round trips in every timing):
 //!   ceiling   the stand-in AVML writing to /dev/null
 //!   N=1, N=4  scripts/memory.sh on a simulated instance, through presigned URLs as the controller makes them
 //!   aws s3 cp the AWS CLI v1 from PyPI reading the same stream from a pipe (defaults: 8 MiB parts, 10 at once)
@@ -24,10 +25,6 @@ const PART_SIZE: u64 = 8 * MIB;
 
 fn setting(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn target_dir() -> std::path::PathBuf {
-    std::env::var("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|_| support::repo_root().join("target"))
 }
 
 struct Figure {
@@ -53,17 +50,29 @@ async fn main() {
     let presign = || PresigningConfig::expires_in(Duration::from_secs(3600)).unwrap();
     let mut figures = Vec::new();
 
+    // Every contender runs on a simulated instance through SSM, as the memory script does: the sandbox gives the
+    // stand-in its /dev/crash to read, and each timing includes the same SSM round trips.
+    let ssm = stack.ssm().await;
+    let avml_url = through_proxy.get_object().bucket(&bucket).key(avml_key).presigned(presign()).await.unwrap().uri().to_string();
+    let shell = |instance: &str, lines: Vec<String>| {
+        let ssm = ssm.clone();
+        let instance = instance.to_string();
+        async move {
+            let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+            let started = Instant::now();
+            let out = support::vm::run(&ssm, &instance, &lines).await;
+            let seconds = started.elapsed().as_secs_f64();
+            assert!(format!("{:?}", out.status()).contains("Success"), "{}\n{}", support::vm::stdout(&out), support::vm::stderr(&out));
+            seconds
+        }
+    };
+    let fetch_avml = format!("curl -sf -o /tmp/avml '{avml_url}' && chmod +x /tmp/avml");
+
     // The ceiling: the stream alone.
-    let started = Instant::now();
-    let ok = Command::new(target_dir().join("debug/fake-avml"))
-        .args(["acquire", "/dev/null"])
-        .env("FAKE_AVML_SIZE_BYTES", image_bytes.to_string())
-        .env("FAKE_AVML_RANGES", "3")
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "fake-avml to /dev/null");
-    figures.push(Figure { what: "stand-in AVML to /dev/null (ceiling)".into(), seconds: started.elapsed().as_secs_f64() });
+    let instance = support::run_instance(&stack.ec2().await, 0, &[]).await.instance_id;
+    fixtures::set_instance_memory(&instance, image_bytes);
+    let seconds = shell(&instance, vec![fetch_avml.clone(), "/tmp/avml acquire --source /dev/crash /dev/null".into()]).await;
+    figures.push(Figure { what: "stand-in AVML to /dev/null (ceiling)".into(), seconds });
 
     // The memory script, as the controller runs it.
     for concurrency in [1u32, 4] {
@@ -83,7 +92,6 @@ async fn main() {
         let plan_key = format!("{key}.plan");
         s3.put_object().bucket(&bucket).key(&plan_key).body(plan.into_bytes().into()).send().await.unwrap();
         let plan_url = through_proxy.get_object().bucket(&bucket).key(&plan_key).presigned(presign()).await.unwrap().uri().to_string();
-        let avml_url = through_proxy.get_object().bucket(&bucket).key(avml_key).presigned(presign()).await.unwrap().uri().to_string();
         let lines = forensic_capture::acquisition::command_lines(
             forensic_capture::acquisition::MEMORY_SCRIPT,
             &[
@@ -96,9 +104,8 @@ async fn main() {
             ],
         )
         .unwrap();
-        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
         let started = Instant::now();
-        let out = support::vm::run(&stack.ssm().await, &instance, &lines).await;
+        let out = support::vm::run(&ssm, &instance, &lines.iter().map(String::as_str).collect::<Vec<_>>()).await;
         let seconds = started.elapsed().as_secs_f64();
         let stdout = support::vm::stdout(&out);
         let result = forensic_capture::acquisition::result(stdout, "memory").unwrap_or_else(|| panic!("no result: {stdout}\n{}", support::vm::stderr(&out)));
@@ -107,30 +114,22 @@ async fn main() {
         figures.push(Figure { what: format!("scripts/memory.sh, {concurrency} part(s) at once"), seconds });
     }
 
-    // aws s3 cp -, reading the same stream from a FIFO (the stand-in, like AVML, refuses a symlinked output).
+    // aws s3 cp -, reading the same stream from a FIFO (the stand-in, like AVML, refuses a symlinked output). The
+    // bench hands the CLI the stack's fake credentials in its command text; the controller never does that.
     let aws = String::from_utf8(Command::new(support::repo_root().join("dev/install-awscli")).output().unwrap().stdout).unwrap().trim().to_string();
-    let work = fixtures::tempdir();
-    let fifo = work.join("image.fifo");
-    // Path-style addressing, as for every client of the stack; the transfer settings are the CLI's defaults.
-    std::fs::write(work.join("config"), "[default]\ns3 =\n    addressing_style = path\n").unwrap();
-    let script = format!(
-        "set -e; mkfifo '{fifo}'; '{avml}' acquire '{fifo}' & '{aws}' s3 cp --no-progress --expected-size {image_bytes} - 's3://{bucket}/bench/cli.lime' --endpoint-url '{url}' < '{fifo}'; wait",
-        fifo = fifo.display(),
-        avml = target_dir().join("debug/fake-avml").display(),
-        url = proxy.url,
+    let instance = support::run_instance(&stack.ec2().await, 0, &[]).await.instance_id;
+    fixtures::set_instance_memory(&instance, image_bytes);
+    let cli = format!(
+        "export AWS_ACCESS_KEY_ID='{}' AWS_SECRET_ACCESS_KEY='{}' AWS_DEFAULT_REGION='{}' AWS_CONFIG_FILE=/tmp/aws-config; \
+         printf '[default]\\ns3 =\\n    addressing_style = path\\n' > /tmp/aws-config; mkfifo /tmp/image.fifo; \
+         /tmp/avml acquire --source /dev/crash /tmp/image.fifo & '{aws}' s3 cp --no-progress --expected-size {image_bytes} - 's3://{bucket}/bench/cli.lime' --endpoint-url '{}' < /tmp/image.fifo; wait",
+        stack.var("AWS_ACCESS_KEY_ID"),
+        stack.var("AWS_SECRET_ACCESS_KEY"),
+        stack.region(),
+        proxy.url,
     );
-    let started = Instant::now();
-    let status = Command::new("bash")
-        .args(["-c", &script])
-        .env("FAKE_AVML_SIZE_BYTES", image_bytes.to_string())
-        .env("FAKE_AVML_RANGES", "3")
-        .env("AWS_CONFIG_FILE", work.join("config"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", work.join("credentials"))
-        .env("AWS_DEFAULT_REGION", stack.region())
-        .status()
-        .unwrap();
-    assert!(status.success(), "aws s3 cp -");
-    figures.push(Figure { what: "aws s3 cp - (AWS CLI 1.46.3 defaults: 8 MiB parts, 10 at once)".into(), seconds: started.elapsed().as_secs_f64() });
+    let seconds = shell(&instance, vec![fetch_avml.clone(), cli]).await;
+    figures.push(Figure { what: "aws s3 cp - (AWS CLI 1.46.3 defaults: 8 MiB parts, 10 at once)".into(), seconds });
     let uploaded = s3.head_object().bucket(&bucket).key("bench/cli.lime").send().await.unwrap().content_length().unwrap_or(0) as u64;
     assert!(uploaded >= image_bytes, "aws s3 cp uploaded {uploaded} bytes");
 
