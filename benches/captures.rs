@@ -1,7 +1,7 @@
 //! Benchmark program (prints figures; asserts nothing about speed):
 //!   1. controller overhead from a ForensicCapture's creation to its first SSM command, and what the median
 //!      capture's spent it on (AWS calls through a clean dev/fault-proxy, which adds its own hop to each);
-//!   2. wall time and controller peak RSS for 100 concurrent captures on the local stack.
+//!   2. wall time and controller peak RSS for 100 concurrent captures on the local stack (FC_BENCH_CONCURRENT).
 //! Run: `dev/bench` (or, with the stack's environment, `cargo bench --profile dev --bench captures`).
 
 #[path = "../tests/support/mod.rs"]
@@ -20,7 +20,6 @@ use support::{
     fixtures::{CaptureEnv, capture_yaml, set_instance_memory},
 };
 
-const CONCURRENT: usize = 100;
 const OVERHEAD_SAMPLES: usize = 7;
 
 #[tokio::main]
@@ -70,10 +69,14 @@ async fn main() {
     );
     print_breakdown(&samples[OVERHEAD_SAMPLES / 2], &requests, &writes);
 
-    // 2. 100 captures at once.
+    // 2. 100 captures at once (FC_BENCH_CONCURRENT, 0 to skip).
+    let concurrent: usize = std::env::var("FC_BENCH_CONCURRENT").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    if concurrent == 0 {
+        return;
+    }
     let env = CaptureEnv::new("bench-concurrent").await;
     let mut instances = Vec::new();
-    for _ in 0..CONCURRENT {
+    for _ in 0..concurrent {
         let id = support::run_instance(&ec2, 1, &[]).await.instance_id;
         set_instance_memory(&id, 8 * 1024 * 1024);
         instances.push(id);
@@ -86,7 +89,7 @@ async fn main() {
         env.apply(&capture_yaml(&format!("c-{i}"), id, "")).await;
     }
     let mut done = 0;
-    while done < CONCURRENT {
+    while done < concurrent {
         let list = env.captures().list(&Default::default()).await.unwrap();
         done = list.items.iter().filter(|c| c.status.as_ref().is_some_and(|s| s.completed_at.is_some())).count();
         assert!(started.elapsed() < Duration::from_secs(1800), "captures did not finish");
@@ -98,7 +101,7 @@ async fn main() {
     let list = env.captures().list(&Default::default()).await.unwrap();
     let isolated = list.items.iter().filter(|c| c.status.as_ref().and_then(|s| s.phase) == Some(forensic_capture::api::Phase::Isolated)).count();
     println!(
-        "{CONCURRENT} concurrent captures (volatile + 8 MiB memory + 2 snapshots + isolation each): {:.1} s wall, {isolated} Isolated, controller peak RSS {:.1} MiB (now {:.1} MiB)",
+        "{concurrent} concurrent captures (volatile + 8 MiB memory + 2 snapshots + isolation each): {:.1} s wall, {isolated} Isolated, controller peak RSS {:.1} MiB (now {:.1} MiB)",
         elapsed.as_secs_f64(),
         field("VmHWM:") as f64 / 1024.0,
         field("VmRSS:") as f64 / 1024.0

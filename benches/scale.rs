@@ -55,29 +55,8 @@ async fn apiserver_requests() -> f64 {
 }
 
 async fn instances(n: usize, memory: bool) -> Vec<String> {
-    use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice, InstanceType};
     let ec2 = support::stack().ec2().await;
-    let vpc = ec2.create_vpc().cidr_block("10.30.0.0/16").send().await.unwrap().vpc().unwrap().vpc_id().unwrap().to_string();
-    let subnet = ec2.create_subnet().vpc_id(&vpc).cidr_block("10.30.0.0/18").send().await.unwrap().subnet().unwrap().subnet_id().unwrap().to_string();
-    let image = support::amazon_image(&ec2, false).await;
-    let mut ids = Vec::new();
-    while ids.len() < n {
-        let batch = (n - ids.len()).min(100) as i32;
-        let disk = |device: &str, gib| BlockDeviceMapping::builder().device_name(device).ebs(EbsBlockDevice::builder().volume_size(gib).delete_on_termination(true).build()).build();
-        let run = ec2
-            .run_instances()
-            .image_id(&image)
-            .instance_type(InstanceType::T3Micro)
-            .min_count(batch)
-            .max_count(batch)
-            .subnet_id(&subnet)
-            .block_device_mappings(disk("/dev/xvda", 8))
-            .block_device_mappings(disk("/dev/sdf", 4))
-            .send()
-            .await
-            .unwrap();
-        ids.extend(run.instances().iter().filter_map(|i| i.instance_id().map(str::to_string)));
-    }
+    let ids: Vec<String> = support::run_instances(&ec2, n, 1).await.into_iter().map(|i| i.instance_id).collect();
     if memory {
         for id in &ids {
             set_instance_memory(id, 8 * 1024 * 1024);
@@ -152,9 +131,40 @@ async fn run(label: &str, n: usize, spec: &str, memory: bool) {
         let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
         *calls.entry(operation).or_default() += value;
     }
-    println!("  AWS calls per capture: {:.1} in all", per(calls.values().sum()));
+    println!("  AWS calls per capture: {:.1} in all (beside: the fewest the flow needs for this instance, and why)", per(calls.values().sum()));
     for (operation, count) in &calls {
-        println!("    {operation:<48} {:>6.2}", per(*count));
+        let (least, why) = minimum(operation, memory);
+        println!("    {operation:<48} {:>6.2}   min {least:<5} {why}", per(*count));
+    }
+}
+
+/// The fewest calls of `operation` one capture of a bench instance (two volumes, one interface, no Auto Scaling
+/// group, load balancer or Elastic IP) needs, and why; `full` with the volatile and memory steps.
+fn minimum(operation: &str, full: bool) -> (&'static str, &'static str) {
+    let op = operation.split_once(':').map(|(_, op)| op).unwrap_or(operation);
+    match op {
+        "DescribeInstances" => ("2", "resolve; prior groups read right before containment"),
+        "DescribeInstanceTypes" => ("0", "memory size, once per instance type and process"),
+        "DescribeInstanceInformation" => (if full { "1" } else { "0" }, "SSM agent online (only when a step needs it)"),
+        "CreateSnapshots" | "CreateTags" | "RevokeSecurityGroupEgress" | "CreateMultipartUpload" | "CompleteMultipartUpload" => ("1", "the change itself"),
+        "DescribeSnapshots" => ("1", "completion (more while snapshots are pending)"),
+        "DescribeInstanceAttribute" => ("2", "prior termination protection and shutdown behaviour, one attribute per call"),
+        "ModifyInstanceAttribute" => ("3", "protection, shutdown behaviour, DeleteOnTermination: one attribute per call"),
+        "CreateSecurityGroup" => ("2", "isolation and transition groups"),
+        "AuthorizeSecurityGroupIngress" => ("1", "transition group's allow-all (isolation ingress only with allowIngressCidrs)"),
+        "DescribeSecurityGroups" => ("1", "the isolation group's default egress rules, before revoking them"),
+        "ModifyNetworkInterfaceAttribute" => ("2", "per interface: transition, then isolation"),
+        "DescribeAutoScalingInstances" | "DescribeLoadBalancers" | "DescribeTargetGroups" => ("1", "prior state"),
+        "DescribeTargetHealth" => ("1/TG", "per target group in the region: no API lists an instance's groups"),
+        "HeadBucket" => ("1", "bucket check before the first presigned URL"),
+        "ListMultipartUploads" => ("0", "kept: finds an upload a restart left, instead of a status patch before the create"),
+        "HeadObject" => ("1", "memory object size after completion"),
+        "GetObject" => ("4", "re-hash volatile, symbols and memory; read the parts list"),
+        "PutObject" => (if full { "2" } else { "1" }, "manifest (and the ISF)"),
+        "SendCommand" => ("2", "volatile and memory commands"),
+        "GetCommandInvocation" => ("2+", "one per 2 s poll while a command runs"),
+        "AssumeRole" => ("2", "a presign session per command, named after the capture"),
+        _ => ("?", ""),
     }
 }
 

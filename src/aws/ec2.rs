@@ -28,6 +28,8 @@ pub struct InstanceInfo {
     pub platform: String,
     pub instance_type: Option<String>,
     pub interfaces: Vec<InterfaceInfo>,
+    /// The EBS block devices: (device name, volume ID, delete on termination).
+    pub volumes: Vec<(String, String, bool)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -68,7 +70,7 @@ pub trait Ec2Api: Send + Sync {
         description: &str,
         tags: &[(String, String)],
     ) -> impl Future<Output = Result<Vec<SnapshotInfo>, AwsError>> + Send;
-    fn isolation_group(&self, vpc_id: &str, capture_uid: &str) -> impl Future<Output = Result<Option<String>, AwsError>> + Send;
+    /// Creates the isolation group by its deterministic name, or finds the one a repeated create collides with.
     fn create_isolation_group(
         &self,
         vpc_id: &str,
@@ -77,7 +79,8 @@ pub trait Ec2Api: Send + Sync {
     ) -> impl Future<Output = Result<String, AwsError>> + Send;
     fn ensure_isolation_rules(&self, group_id: &str, allow_ingress_cidrs: &[String]) -> impl Future<Output = Result<(), AwsError>> + Send;
     fn set_interface_groups(&self, network_interface_id: &str, group_ids: &[String]) -> impl Future<Output = Result<(), AwsError>> + Send;
-    fn termination_settings(&self, instance_id: &str) -> impl Future<Output = Result<TerminationSettings, AwsError>> + Send;
+    /// The instance's termination protection and shutdown behaviour, with its volumes as `instance` describes them.
+    fn termination_settings(&self, instance: &InstanceInfo) -> impl Future<Output = Result<TerminationSettings, AwsError>> + Send;
     /// Sets DisableApiTermination, the shutdown behaviour and each volume's DeleteOnTermination: containment
     /// sets true / stop / false, release puts back what was recorded.
     fn set_termination_settings(&self, instance_id: &str, settings: &TerminationSettings) -> impl Future<Output = Result<(), AwsError>> + Send;
@@ -89,7 +92,7 @@ pub trait Ec2Api: Send + Sync {
     /// The instance's IAM instance profile association: (association ID, profile ARN).
     fn instance_profile(&self, instance_id: &str) -> impl Future<Output = Result<Option<(String, String)>, AwsError>> + Send;
     fn replace_instance_profile(&self, association_id: &str, instance_profile_arn: &str) -> impl Future<Output = Result<(), AwsError>> + Send;
-    /// The allow-all group used for the first half of the two-step swap: found by tag, or created.
+    /// The allow-all group used for the first half of the two-step swap: created, or found by its name.
     fn transition_group(&self, vpc_id: &str, name: &str, tags: &[(String, String)]) -> impl Future<Output = Result<String, AwsError>> + Send;
 }
 
@@ -251,8 +254,9 @@ impl Ec2Api for SdkEc2 {
         Ok(())
     }
 
-    async fn termination_settings(&self, instance_id: &str) -> Result<TerminationSettings, AwsError> {
+    async fn termination_settings(&self, instance: &InstanceInfo) -> Result<TerminationSettings, AwsError> {
         use aws_sdk_ec2::types::InstanceAttributeName;
+        let instance_id = instance.instance_id.as_str();
         let protection = self
             .0
             .describe_instance_attribute()
@@ -269,23 +273,7 @@ impl Ec2Api for SdkEc2 {
             .send()
             .await
             .map_err(attribute_error)?;
-        let described = self
-            .0
-            .describe_instances()
-            .instance_ids(instance_id)
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("ec2:DescribeInstances", e))?;
-        let volumes = described
-            .reservations()
-            .iter()
-            .flat_map(|r| r.instances())
-            .flat_map(|i| i.block_device_mappings())
-            .filter_map(|m| {
-                let ebs = m.ebs()?;
-                Some((m.device_name()?.to_string(), ebs.volume_id()?.to_string(), ebs.delete_on_termination().unwrap_or(false)))
-            })
-            .collect();
+        let volumes = instance.volumes.clone();
         Ok(TerminationSettings {
             disable_api_termination: protection.disable_api_termination().and_then(|v| v.value()).unwrap_or(false),
             shutdown_behavior: shutdown.instance_initiated_shutdown_behavior().and_then(|v| v.value()).unwrap_or("stop").to_string(),
@@ -343,45 +331,35 @@ impl Ec2Api for SdkEc2 {
     }
 
     async fn transition_group(&self, vpc_id: &str, name: &str, group_tags: &[(String, String)]) -> Result<String, AwsError> {
-        let uid = group_tags.iter().find(|(k, _)| k == tags::CAPTURE_UID).map(|(_, v)| v.clone()).unwrap_or_default();
-        let found = self
+        // Created by its deterministic name first: a group made before a restart answers InvalidGroup.Duplicate
+        // and is then looked up, so the common path asks EC2 nothing before creating.
+        let created = self
             .0
-            .describe_security_groups()
-            .filters(Filter::builder().name("vpc-id").values(vpc_id).build())
-            .filters(tag_filter(tags::CAPTURE_UID, &uid))
-            .filters(tag_filter(tags::ROLE, "transition"))
+            .create_security_group()
+            .vpc_id(vpc_id)
+            .group_name(name)
+            .description("forensic-capture: allow-all step of the two-step swap, so tracked connections become untracked")
+            .tag_specifications(tag_spec(ResourceType::SecurityGroup, group_tags))
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("ec2:DescribeSecurityGroups", e))?;
-        let group_id = match found.security_groups().first().and_then(|g| g.group_id()) {
-            Some(id) => id.to_string(),
-            None => {
-                let created = self
-                    .0
-                    .create_security_group()
-                    .vpc_id(vpc_id)
-                    .group_name(name)
-                    .description("forensic-capture: allow-all step of the two-step swap, so tracked connections become untracked")
-                    .tag_specifications(tag_spec(ResourceType::SecurityGroup, group_tags))
-                    .send()
-                    .await
-                    .map_err(|e| AwsError::from_sdk("ec2:CreateSecurityGroup", e));
-                match created {
-                    Ok(output) => output.group_id().unwrap_or_default().to_string(),
-                    Err(e) => self.existing_group(vpc_id, name, e).await?,
-                }
-            }
+            .map_err(|e| AwsError::from_sdk("ec2:CreateSecurityGroup", e));
+        let (group_id, created_now) = match created {
+            Ok(output) => (output.group_id().unwrap_or_default().to_string(), true),
+            Err(e) => (self.existing_group(vpc_id, name, e).await?, false),
         };
-        // New groups allow all egress already; ingress from anywhere is added once (a duplicate is harmless).
-        let described = self
-            .0
-            .describe_security_groups()
-            .group_ids(&group_id)
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("ec2:DescribeSecurityGroups", e))?;
-        let has_ingress = described.security_groups().first().is_some_and(|g| !g.ip_permissions().is_empty());
+        // A new group has no ingress (and allows all egress already); one found again is looked at first.
+        let has_ingress = !created_now && {
+            let described = self
+                .0
+                .describe_security_groups()
+                .group_ids(&group_id)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("ec2:DescribeSecurityGroups", e))?;
+            described.security_groups().first().is_some_and(|g| !g.ip_permissions().is_empty())
+        };
         if !has_ingress {
+            // A duplicate (an earlier attempt's answer lost) is harmless.
             self.0
                 .authorize_security_group_ingress()
                 .group_id(&group_id)
@@ -431,6 +409,14 @@ impl Ec2Api for SdkEc2 {
                         network_interface_id: n.network_interface_id()?.to_string(),
                         security_group_ids: n.groups().iter().filter_map(|g| g.group_id().map(str::to_string)).collect(),
                     })
+                })
+                .collect(),
+            volumes: instance
+                .block_device_mappings()
+                .iter()
+                .filter_map(|m| {
+                    let ebs = m.ebs()?;
+                    Some((m.device_name()?.to_string(), ebs.volume_id()?.to_string(), ebs.delete_on_termination().unwrap_or(false)))
                 })
                 .collect(),
         }))
@@ -493,19 +479,6 @@ impl Ec2Api for SdkEc2 {
                 })
             })
             .collect())
-    }
-
-    async fn isolation_group(&self, vpc_id: &str, capture_uid: &str) -> Result<Option<String>, AwsError> {
-        let output = self
-            .0
-            .describe_security_groups()
-            .filters(Filter::builder().name("vpc-id").values(vpc_id).build())
-            .filters(tag_filter(tags::CAPTURE_UID, capture_uid))
-            .filters(tag_filter(tags::ROLE, "isolation"))
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("ec2:DescribeSecurityGroups", e))?;
-        Ok(output.security_groups().first().and_then(|g| g.group_id()).map(str::to_string))
     }
 
     async fn create_isolation_group(&self, vpc_id: &str, name: &str, tags: &[(String, String)]) -> Result<String, AwsError> {

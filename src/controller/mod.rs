@@ -58,6 +58,13 @@ pub struct Context {
     pub capacity: capacity::Capacity,
     /// The last status each capture got from this process (status.rs).
     pub own_writes: status::OwnWrites,
+    /// Memory of each instance type, per region, as EC2 described it: a type's memory never changes, so it
+    /// is asked once per process, not once per capture.
+    pub instance_type_memory: Mutex<HashMap<(String, String), Option<i64>>>,
+    /// Volatility symbol builds at once: each parses a kernel's BTF and holds its ISF in memory (tens of MiB),
+    /// so many captures finishing their volatile step together would otherwise each take that at the same
+    /// time (20 at once peaked at 1.45 GiB of RSS); one per CPU keeps the cores busy and the memory flat.
+    pub symbol_builds: tokio::sync::Semaphore,
     base_aws: aws_config::SdkConfig,
     regions: Mutex<HashMap<String, RegionClients>>,
 }
@@ -74,6 +81,8 @@ impl Context {
             backoff: backoff::Backoff::default(),
             capacity: capacity::Capacity::default(),
             own_writes: status::OwnWrites::default(),
+            instance_type_memory: Mutex::default(),
+            symbol_builds: tokio::sync::Semaphore::new(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
             base_aws,
             regions: Mutex::new(HashMap::new()),
         }

@@ -21,6 +21,12 @@ pub fn forget_create_request(step: Step, status: &mut ForensicCaptureStatus) {
     record(step, status).create_requested_at = None;
 }
 
+/// The step recorded an intent to create that it has not withdrawn: only then can something it created exist
+/// without being on record.
+pub fn create_requested(step: Step, status: &ForensicCaptureStatus) -> bool {
+    step.record(status).is_some_and(|r| r.create_requested_at.is_some())
+}
+
 /// The step asked for a create less than `window` ago (--create-lookup-window-seconds): something it asked AWS
 /// to create (an SSM command, a snapshot set) may not show in the eventually consistent lookup yet, so look
 /// again rather than create a second one.

@@ -5,7 +5,7 @@ use kube::Api;
 
 use super::{Context, failure::StepError};
 use crate::{
-    api::{ForensicCapture, Reason, TargetFacts},
+    api::{ForensicCapture, Needs, Reason, Step, TargetFacts},
     aws::{ErrorClass, ec2::Ec2Api, ssm::SsmApi},
 };
 
@@ -53,19 +53,25 @@ pub async fn resolve(ctx: &Context, capture: &ForensicCapture) -> Result<TargetF
         return Err(StepError::abort(Reason::InstanceTerminated, format!("instance {instance_id} in {region} is {}: nothing left to capture or contain", info.state)));
     }
     let memory_mib = match &info.instance_type {
-        Some(t) => aws.ec2.instance_type_memory_mib(t).await.map_err(|e| StepError::on_instance(e, &instance_id, Reason::TargetLookupFailed))?,
+        Some(t) => instance_type_memory(ctx, &aws, &region, t).await.map_err(|e| StepError::on_instance(e, &instance_id, Reason::TargetLookupFailed))?,
         None => None,
     };
-    let (ssm_managed, ssm_access_denied) = match aws.ssm.agent_online(&instance_id).await {
-        Ok(online) => (online, None),
-        Err(e) if e.is_retryable() => return Err(StepError::aws(e, &format!("instance {instance_id}"), super::failure::OnError::step(Reason::TargetLookupFailed))),
-        // A permissions problem is not a property of the instance: it is recorded as what it is, and the
-        // planner skips the SSM steps as AccessDenied naming the operation; disk and isolation still run.
-        Err(e) if e.class() == ErrorClass::AccessDenied => (false, Some(e.to_string())),
-        Err(e) => {
-            // Without SSM the evidence steps that need it are skipped; disk and isolation still run.
-            tracing::warn!(instance = %instance_id, error = %e, "cannot ask SSM whether the instance is managed");
-            (false, None)
+    // Only steps that run a command on the instance need its SSM agent; without one enabled, SSM is not asked.
+    let agent_needed = Step::ALL.iter().any(|s| s.enabled(&capture.spec) && s.info().needs == Needs::LinuxAgent);
+    let (ssm_managed, ssm_access_denied) = if !agent_needed {
+        (None, None)
+    } else {
+        match aws.ssm.agent_online(&instance_id).await {
+            Ok(online) => (Some(online), None),
+            Err(e) if e.is_retryable() => return Err(StepError::aws(e, &format!("instance {instance_id}"), super::failure::OnError::step(Reason::TargetLookupFailed))),
+            // A permissions problem is not a property of the instance: it is recorded as what it is, and the
+            // planner skips the SSM steps as AccessDenied naming the operation; disk and isolation still run.
+            Err(e) if e.class() == ErrorClass::AccessDenied => (Some(false), Some(e.to_string())),
+            Err(e) => {
+                // Without SSM the evidence steps that need it are skipped; disk and isolation still run.
+                tracing::warn!(instance = %instance_id, error = %e, "cannot ask SSM whether the instance is managed");
+                (Some(false), None)
+            }
         }
     };
     Ok(TargetFacts {
@@ -79,12 +85,23 @@ pub async fn resolve(ctx: &Context, capture: &ForensicCapture) -> Result<TargetF
         instance_type: info.instance_type,
         memory_mib,
         state: Some(info.state),
-        ssm_managed: Some(ssm_managed),
+        ssm_managed,
         ssm_access_denied,
         node_name,
         // Reported by the instance itself, in the volatile step.
         kernel_banner: None,
     })
+}
+
+/// The memory of `instance_type` in `region`: asked of EC2 once per process.
+async fn instance_type_memory(ctx: &Context, aws: &crate::aws::RegionClients, region: &str, instance_type: &str) -> Result<Option<i64>, crate::aws::AwsError> {
+    let key = (region.to_string(), instance_type.to_string());
+    if let Some(known) = ctx.instance_type_memory.lock().expect("instance types lock").get(&key) {
+        return Ok(*known);
+    }
+    let memory = aws.ec2.instance_type_memory_mib(instance_type).await?;
+    ctx.instance_type_memory.lock().expect("instance types lock").insert(key, memory);
+    Ok(memory)
 }
 
 #[cfg(test)]

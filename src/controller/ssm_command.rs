@@ -23,7 +23,8 @@ pub enum Command {
 
 /// The step's command: the recorded one, one found in SSM's history by comment, or a new command whose lines
 /// `prepare` builds (presigning happens only when a command is really sent). The intent to send is saved
-/// first, with its time, so a restart looks for the command before sending another.
+/// first, with its time, so a restart looks for the command before sending another; the command's ID is
+/// recorded in `status` and saved with whatever the step records next.
 pub async fn ensure<F, Fut>(
     sc: &StepContext<'_>,
     step: Step,
@@ -41,14 +42,18 @@ where
     }
     let instance_id = sc.instance_id();
     let comment = sc.command_comment(step);
-    let found = sc.aws.ssm.find_command(instance_id, &comment).await.map_err(|e| StepError::on_instance(e, instance_id, Reason::CommandFailed))?;
-    if let Some(id) = found {
-        records::record(step, status).command_id = Some(id.clone());
-        writer.save(status).await?;
-        return Ok(Command::Known(id));
-    }
-    if records::create_requested_recently(step, status, sc.ctx.config.create_lookup_window()) {
-        return Ok(Command::Unconfirmed);
+    // The intent is saved before every send, over the status this reconcile read: with no intent on record, no
+    // command was ever sent for this step, and SSM's history need not be asked.
+    if records::create_requested(step, status) {
+        let found = sc.aws.ssm.find_command(instance_id, &comment).await.map_err(|e| StepError::on_instance(e, instance_id, Reason::CommandFailed))?;
+        if let Some(id) = found {
+            // Saved with the step's next record: until then a restart finds it again the same way.
+            records::record(step, status).command_id = Some(id.clone());
+            return Ok(Command::Known(id));
+        }
+        if records::create_requested_recently(step, status, sc.ctx.config.create_lookup_window()) {
+            return Ok(Command::Unconfirmed);
+        }
     }
     let lines = prepare().await?;
     records::request_create(step, status);
@@ -75,8 +80,9 @@ where
             return Err(send_error(e, instance_id));
         }
     };
+    // Saved with the step's next record (its first wait, at the latest): the intent is on record, so a restart
+    // before then finds the command by its comment.
     records::record(step, status).command_id = Some(id.clone());
-    writer.save(status).await?;
     Ok(Command::SentNow(id))
 }
 

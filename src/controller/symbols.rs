@@ -28,8 +28,9 @@ pub async fn build(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, buc
         Ok(bytes) => bytes,
         Err(e) => return seal::give_up(sc, e, Reason::VolatilitySymbolsNotBuilt, &uri).await,
     };
+    // Parsing BTF and compressing the JSON take CPU-seconds and tens of MiB: off the async workers, a few at once.
+    let _place = sc.ctx.symbol_builds.acquire().await.map_err(|e| StepError::retry(format!("building Volatility symbols for instance {instance_id}: {e}")))?;
     let started = std::time::Instant::now();
-    // Parsing BTF and compressing the JSON take CPU-seconds: off the async workers.
     let (banner, built) = tokio::task::spawn_blocking(move || {
         let inputs = match kernel_isf::inputs_from_archive(&archive) {
             Ok(inputs) => inputs,

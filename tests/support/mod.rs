@@ -150,18 +150,54 @@ pub struct TestInstance {
     pub subnet_id: String,
 }
 
-/// An Amazon-owned x86_64 image in moto: a Windows one, or a Linux one.
+/// An Amazon-owned x86_64 image in moto: a Windows one, or a Linux one. Looked up once per test process:
+/// moto answers DescribeImages with its whole catalogue, which is slow and never changes.
 pub async fn amazon_image(ec2: &aws_sdk_ec2::Client, windows: bool) -> String {
-    ec2.describe_images()
-        .owners("amazon")
-        .send()
+    static IMAGES: [tokio::sync::OnceCell<String>; 2] = [tokio::sync::OnceCell::const_new(), tokio::sync::OnceCell::const_new()];
+    IMAGES[windows as usize]
+        .get_or_init(|| async {
+            ec2.describe_images()
+                .owners("amazon")
+                .send()
+                .await
+                .expect("describe images")
+                .images()
+                .iter()
+                .find(|i| i.architecture().map(|a| a.as_str()) == Some("x86_64") && i.platform().is_some_and(|p| p.as_str().eq_ignore_ascii_case("windows")) == windows)
+                .and_then(|i| i.image_id().map(str::to_string))
+                .unwrap_or_else(|| panic!("an x86_64 {} AMI in moto", if windows { "Windows" } else { "Linux" }))
+        })
         .await
-        .expect("describe images")
-        .images()
-        .iter()
-        .find(|i| i.architecture().map(|a| a.as_str()) == Some("x86_64") && i.platform().is_some_and(|p| p.as_str().eq_ignore_ascii_case("windows")) == windows)
-        .and_then(|i| i.image_id().map(str::to_string))
-        .unwrap_or_else(|| panic!("an x86_64 {} AMI in moto", if windows { "Windows" } else { "Linux" }))
+        .clone()
+}
+
+/// `count` Linux instances in one new VPC and subnet, each with a root volume and `extra_volumes` more EBS
+/// volumes, made by as few RunInstances calls as moto allows (100 at a time): for tests and benchmarks that need
+/// many instances, where one VPC and one call each would spend most of the run in moto.
+pub async fn run_instances(ec2: &aws_sdk_ec2::Client, count: usize, extra_volumes: usize) -> Vec<TestInstance> {
+    use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice, InstanceType};
+    let vpc_id = ec2.create_vpc().cidr_block("10.30.0.0/16").send().await.expect("create vpc").vpc().and_then(|v| v.vpc_id()).unwrap().to_string();
+    let subnet_id =
+        ec2.create_subnet().vpc_id(&vpc_id).cidr_block("10.30.0.0/18").send().await.expect("create subnet").subnet().and_then(|s| s.subnet_id()).unwrap().to_string();
+    let image = amazon_image(ec2, false).await;
+    let disk = |device: String, gib| BlockDeviceMapping::builder().device_name(device).ebs(EbsBlockDevice::builder().volume_size(gib).delete_on_termination(true).build()).build();
+    let mut instances = Vec::new();
+    while instances.len() < count {
+        let batch = (count - instances.len()).min(100) as i32;
+        let mut request = ec2.run_instances().image_id(&image).instance_type(InstanceType::T3Micro).min_count(batch).max_count(batch).subnet_id(&subnet_id);
+        request = request.block_device_mappings(disk("/dev/xvda".into(), 8));
+        for i in 0..extra_volumes {
+            request = request.block_device_mappings(disk(format!("/dev/sd{}", (b'f' + i as u8) as char), 4));
+        }
+        let run = request.send().await.expect("run instances");
+        instances.extend(
+            run.instances()
+                .iter()
+                .filter_map(|i| i.instance_id())
+                .map(|id| TestInstance { instance_id: id.to_string(), vpc_id: vpc_id.clone(), subnet_id: subnet_id.clone() }),
+        );
+    }
+    instances
 }
 
 pub async fn run_instance(ec2: &aws_sdk_ec2::Client, extra_volumes: usize, tags: &[(&str, &str)]) -> TestInstance {

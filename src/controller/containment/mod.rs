@@ -24,7 +24,10 @@ use super::{
 };
 use crate::{
     api::{ForensicCaptureStatus, IsolationRecord},
-    aws::{AwsError, RegionClients},
+    aws::{
+        AwsError, RegionClients,
+        ec2::{Ec2Api, InstanceInfo},
+    },
 };
 
 /// The playbook, in order.
@@ -51,9 +54,25 @@ pub struct Apply<'s, 'a> {
     pub sc: &'s StepContext<'a>,
     pub status: &'s mut ForensicCaptureStatus,
     pub writer: &'s mut Writer<'a>,
+    /// The instance as described once per isolation run, for every action that needs it.
+    pub instance: &'s mut Option<InstanceInfo>,
 }
 
 impl Apply<'_, '_> {
+    /// The instance as EC2 described it when this isolation run first asked: described once, not per action.
+    /// No action changes what another reads from it (interfaces' groups, volumes), and each reads it before
+    /// its own change.
+    pub async fn instance(&mut self) -> Result<&InstanceInfo, StepError> {
+        if self.instance.is_none() {
+            let instance_id = self.sc.instance_id();
+            let info = self.sc.aws.ec2.describe_instance(instance_id).await.map_err(|e| self.error(e))?.ok_or_else(|| {
+                StepError::failed(crate::api::Reason::InstanceNotFound, format!("instance {instance_id} disappeared before isolation"))
+            })?;
+            *self.instance = Some(info);
+        }
+        Ok(self.instance.as_ref().expect("described above"))
+    }
+
     pub fn record(&mut self) -> &mut IsolationRecord {
         self.status.isolation.get_or_insert_with(IsolationRecord::default)
     }

@@ -33,18 +33,15 @@ impl Action for SecurityGroups {
                 t
             };
 
-            // The groups have deterministic names, so a create repeated after a restart (before EC2's lookup by
-            // tag shows the first one) is answered InvalidGroup.Duplicate and the existing group is used.
+            // The groups have deterministic names, so a create repeated after a restart is answered
+            // InvalidGroup.Duplicate and the existing group is used: their IDs need not be saved before going on,
+            // and are saved with the prior groups below (or the action's result).
             let isolation = match cx.record().security_group_id.clone() {
                 Some(id) => id,
                 None => {
                     let name = format!("forensic-capture-isolation-{}", sc.uid);
-                    let id = match ec2.isolation_group(&vpc_id, &sc.uid).await.map_err(|e| cx.error(e))? {
-                        Some(id) => id,
-                        None => ec2.create_isolation_group(&vpc_id, &name, &role_tags("isolation")).await.map_err(|e| cx.error(e))?,
-                    };
+                    let id = ec2.create_isolation_group(&vpc_id, &name, &role_tags("isolation")).await.map_err(|e| cx.error(e))?;
                     cx.record().security_group_id = Some(id.clone());
-                    cx.save().await?;
                     id
                 }
             };
@@ -55,14 +52,11 @@ impl Action for SecurityGroups {
                     let name = format!("forensic-capture-transition-{}", sc.uid);
                     let id = ec2.transition_group(&vpc_id, &name, &role_tags("transition")).await.map_err(|e| cx.error(e))?;
                     cx.record().transition_group_id = Some(id.clone());
-                    cx.save().await?;
                     id
                 }
             };
 
-            let info = ec2.describe_instance(&instance_id).await.map_err(|e| cx.error(e))?.ok_or_else(|| {
-                StepError::failed(Reason::InstanceNotFound, format!("instance {instance_id} disappeared before isolation"))
-            })?;
+            let info = cx.instance().await?.clone();
             // The prior groups are recorded once, before the first change, so release can restore them.
             if cx.record().previous.is_empty() {
                 cx.record().previous = info

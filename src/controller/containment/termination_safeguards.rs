@@ -22,7 +22,8 @@ impl Action for TerminationSafeguards {
             let ec2 = &cx.sc.aws.ec2;
             let instance_id = cx.instance_id().to_string();
             if cx.record().termination.is_none() {
-                let settings = ec2.termination_settings(&instance_id).await.map_err(|e| cx.error(e))?;
+                let instance = cx.instance().await?.clone();
+                let settings = ec2.termination_settings(&instance).await.map_err(|e| cx.error(e))?;
                 cx.record().termination = Some(TerminationRecord {
                     disable_api_termination: settings.disable_api_termination,
                     shutdown_behavior: settings.shutdown_behavior,

@@ -27,8 +27,14 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
     let instance_id = sc.instance_id().to_string();
     let ec2 = &sc.aws.ec2;
     let failed = |e| StepError::on_instance(e, &instance_id, Reason::SnapshotFailed);
-    let mut snapshots = ec2.snapshots_tagged(&sc.uid).await.map_err(failed)?;
     let recorded: Vec<String> = status.artifacts.iter().filter(|a| a.kind == ArtifactType::EbsSnapshot).filter_map(|a| snapshot_id(&a.uri)).collect();
+    // The intent is saved before the create, over the status this reconcile read: with neither an intent nor a
+    // snapshot on record, no set exists for this capture and EC2 need not be asked.
+    let mut snapshots = if recorded.is_empty() && !records::create_requested(STEP, status) {
+        Vec::new()
+    } else {
+        ec2.snapshots_tagged(&sc.uid).await.map_err(failed)?
+    };
     if let Some(missing) = recorded.iter().find(|id| !snapshots.iter().any(|s| &s.snapshot_id == *id)) {
         // A recorded snapshot the tag lookup does not show yet: look again rather than go on with part of the
         // set, for as long as a lookup may lag; after that it is gone (deleted, or its tag removed).
@@ -40,8 +46,7 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
             format!("snapshot {missing} of instance {instance_id} was recorded but EC2 no longer lists it with the capture's tag"),
         ));
     }
-    let created_now = snapshots.is_empty();
-    if created_now {
+    if snapshots.is_empty() {
         if records::create_requested_recently(STEP, status, sc.ctx.config.create_lookup_window()) {
             return Ok(Progress::Wait(super::POLL));
         }
@@ -63,12 +68,10 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
             return Err(StepError::failed(Reason::NoVolumes, format!("instance {instance_id} has no EBS volumes to snapshot")));
         }
     }
+    // Saved with the next record (the wait for completion, or the next step's first): until then the intent is
+    // on record, and a restart finds the set by its tag.
     for snapshot in &snapshots {
         upsert_artifact(status, artifact(sc, snapshot));
-    }
-    if created_now {
-        // Recorded at once: the set is known by ID from here on, whatever the tag lookup shows.
-        writer.save(status).await?;
     }
     if let Some(failed) = snapshots.iter().find(|s| s.state == "error") {
         return Err(StepError::failed(

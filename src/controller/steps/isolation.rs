@@ -1,5 +1,6 @@
 //! The isolation step: the containment playbook applied in order (containment/), each action's outcome
-//! recorded as it ends, so a restart continues with the first action not yet recorded.
+//! recorded as it ends and saved with the next record, so a restart continues with the first action not yet
+//! saved.
 
 use super::Progress;
 use crate::{
@@ -14,12 +15,13 @@ use crate::{
 };
 
 pub async fn run<'a>(sc: &StepContext<'a>, status: &mut ForensicCaptureStatus, writer: &mut Writer<'a>) -> Result<Progress, StepError> {
+    let mut instance = None;
     for action in containment::PLAYBOOK {
         let name = action.name();
         if status.isolation.as_ref().is_some_and(|r| r.actions.iter().any(|a| a.name == name)) {
             continue; // applied, not needed, or failed for good earlier
         }
-        let result = action.apply(&mut Apply { sc, status, writer }).await;
+        let result = action.apply(&mut Apply { sc, status, writer, instance: &mut instance }).await;
         let (state, reason, message) = match result {
             Ok(Applied::Changed(m)) => (ActionState::Applied, None, m),
             Ok(Applied::NotNeeded(m)) => (ActionState::NotNeeded, None, m),
@@ -27,8 +29,9 @@ pub async fn run<'a>(sc: &StepContext<'a>, status: &mut ForensicCaptureStatus, w
             Err(StepError::Failed { reason, message, .. } | StepError::Abort { reason, message, .. }) => (ActionState::Failed, Some(reason), message),
         };
         let record = status.isolation.get_or_insert_with(IsolationRecord::default);
+        // Saved with the next action's prior state, or the step's end: every action records its prior state
+        // before it changes anything and may run again (a restart before the save applies it again, idempotently).
         record.actions.push(ContainmentAction { name: name.into(), state, reason: reason.map(String::from), message: Some(message), at: Some(now()) });
-        writer.save(status).await?;
     }
     let record = status.isolation.get_or_insert_with(IsolationRecord::default);
     if record.actions.iter().any(|a| a.state == ActionState::Failed) {

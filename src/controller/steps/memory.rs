@@ -65,7 +65,11 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
     let upload_id = match records::record(STEP, status).upload_id.clone() {
         Some(id) => id,
         None => {
-            sc.check_bucket(&bucket).await?;
+            // An artifact this capture stored there already says the bucket is reachable.
+            let stored = format!("s3://{bucket}/");
+            if !status.artifacts.iter().any(|a| a.uri.starts_with(&stored)) {
+                sc.check_bucket(&bucket).await?;
+            }
             let store = &sc.aws.store;
             let existing = store.find_multipart_upload(&bucket, &key).await.map_err(|e| StepError::on_instance(e, &instance_id, Reason::UploadFailed))?;
             let id = match existing {
@@ -101,8 +105,9 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
     if record.plan_generation.is_none() {
         // A command found in SSM's history after a restart has a plan of unknown age: renew it at once.
         record.plan_generation = Some(1);
+        // Saved with the command's ID, by the wait that follows: a restart before then finds the command in
+        // SSM's history, and renews its plan at once.
         record.plan_renew_at = Some(unix_time(if sent_now { first_renewal } else { unix_now() }));
-        writer.save(status).await?;
     }
     let Some(stdout) = ssm_command::output(sc, STEP, &command_id).await? else {
         renew_plan_if_due(sc, &upload, status, writer).await?;
