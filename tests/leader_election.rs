@@ -178,7 +178,6 @@ async fn a_leader_that_finds_the_lease_taken_exits_at_once() {
 }
 
 #[tokio::test]
-#[ignore = "not yet seen passing; run with --ignored on a fresh stack"]
 async fn a_leader_killed_with_fifty_captures_in_flight_leaves_all_of_them_to_the_standby_each_done_once() {
     const CAPTURES: usize = 50;
     let env = CaptureEnv::new("leader-fifty").await;
