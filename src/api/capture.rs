@@ -303,7 +303,8 @@ pub struct TargetFacts {
     /// its memory with, and the banner the memory image is expected to hold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_banner: Option<String>,
-    /// Whether the instance is an SSM managed node with an online agent.
+    /// Whether the instance is an SSM managed node with an online agent; absent when no requested step needs
+    /// the agent (SSM is then not asked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssm_managed: Option<bool>,
     /// Why SSM could not be asked whether the instance is a managed node, when it refused the controller
