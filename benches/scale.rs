@@ -67,7 +67,9 @@ async fn instances(n: usize, memory: bool) -> Vec<String> {
 
 async fn run(label: &str, n: usize, spec: &str, memory: bool) {
     let env = CaptureEnv::new(&format!("bench-scale-{}", if memory { "full" } else { "disk" })).await;
+    let creating = Instant::now();
     let ids = instances(n, memory).await;
+    eprintln!("{label}: {n} instances made in {:.1} s", creating.elapsed().as_secs_f64());
     let controller = env.start_controller("bench-scale");
     let pid = controller.pid().unwrap();
     let address = controller.metrics_address(Duration::from_secs(30));
@@ -81,25 +83,46 @@ async fn run(label: &str, n: usize, spec: &str, memory: bool) {
     let started = Instant::now();
     for (i, id) in ids.iter().enumerate() {
         env.apply(&capture_yaml(&format!("c{i}"), id, spec)).await;
+        if (i + 1) % 100 == 0 {
+            eprintln!("[{:>6.1} s] applied {}", started.elapsed().as_secs_f64(), i + 1);
+        }
     }
     let applied = started.elapsed();
-    let mut rss_at_tenth = None;
+    // The controller's RSS when the first 100 captures have completed and at each tenth of the run, to show
+    // whether it grows with the number of captures it has seen.
+    let mut rss_samples: Vec<(usize, u64)> = Vec::new();
+    let marks: Vec<usize> = std::iter::once(n.min(100)).chain((1..=10).map(|k| n * k / 10)).collect();
+    // This loop's own list requests reach the API server too; they are taken off the per-capture figure.
+    let mut own_requests = 0.0;
+    let mut last_progress = Instant::now();
     let done = loop {
         let list = env.captures().list(&Default::default()).await.unwrap().items;
+        own_requests += 1.0;
         let done = list.iter().filter(|c| c.status.as_ref().is_some_and(|s| s.completed_at.is_some())).count();
-        if rss_at_tenth.is_none() && done >= n / 10 {
-            rss_at_tenth = Some(rss_kib(pid, "VmRSS:"));
+        for mark in marks.iter().filter(|m| done >= **m && !rss_samples.iter().any(|(at, _)| at == *m)) {
+            rss_samples.push((*mark, rss_kib(pid, "VmRSS:")));
         }
-        if done == n || started.elapsed() > Duration::from_secs(5400) {
+        if last_progress.elapsed() >= Duration::from_secs(30) {
+            last_progress = Instant::now();
+            eprintln!(
+                "[{:>6.1} s] {done}/{n} completed; controller RSS {:.1} MiB; load {}",
+                started.elapsed().as_secs_f64(),
+                rss_kib(pid, "VmRSS:") as f64 / 1024.0,
+                std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+            );
+        }
+        if done == n || started.elapsed() > Duration::from_secs(setting("FC_BENCH_TIMEOUT_SECONDS", 5400) as u64) {
             break list;
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Listing a thousand captures is work for the API server too: poll less often the more there are.
+        tokio::time::sleep(Duration::from_secs(if n > 200 { 5 } else { 1 })).await;
     };
     let wall = started.elapsed().as_secs_f64();
+    let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let completed = done.iter().filter(|c| c.status.as_ref().is_some_and(|s| s.completed_at.is_some())).count();
     let isolated = done.iter().filter(|c| c.status.as_ref().and_then(|s| s.phase) == Some(forensic_capture::api::Phase::Isolated)).count();
     let controller_cpu = cpu_seconds(pid).0 - controller_before;
-    let requests = apiserver_requests().await - requests_before;
+    let requests = apiserver_requests().await - requests_before - own_requests;
     let scrape = support::endpoint::scrape(address).await;
     let per = |x: f64| x / n as f64;
     println!("{label}: {n} captures applied in {:.1} s; {completed} completed ({isolated} Isolated) in {wall:.1} s wall", applied.as_secs_f64());
@@ -112,15 +135,16 @@ async fn run(label: &str, n: usize, spec: &str, memory: bool) {
             println!("  CPU seconds per capture: {name} {:.3}{extra}", per(own_now - own));
         }
     }
+    println!("  load after: {}", load_after.trim());
     println!(
-        "  controller RSS: peak {:.1} MiB, at {} completed {:.1} MiB, final {:.1} MiB",
+        "  controller RSS: peak {:.1} MiB, final {:.1} MiB",
         rss_kib(pid, "VmHWM:") as f64 / 1024.0,
-        n / 10,
-        rss_at_tenth.unwrap_or(0) as f64 / 1024.0,
         rss_kib(pid, "VmRSS:") as f64 / 1024.0
     );
+    let samples: Vec<String> = rss_samples.iter().map(|(at, kib)| format!("{at}: {:.1}", *kib as f64 / 1024.0)).collect();
+    println!("  controller RSS (MiB) by captures completed: {}", samples.join(", "));
     println!(
-        "  per capture: {:.1} Kubernetes API requests (all clients of the API server), {:.1} status patches, {:.1} reconciles",
+        "  per capture: {:.1} Kubernetes API requests (all clients of the API server but this bench's polling), {:.1} status patches, {:.1} reconciles",
         per(requests),
         per(scrape.sum("forensic_capture_status_patches_total", &[])),
         per(scrape.sum("forensic_capture_reconciles_total", &[("controller", "capture")]))

@@ -67,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
             let (manifest, mut expect) = verify_target(&target).await?;
             expect.require_signature |= require_signature;
             let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-            let options = forensic_capture::aws::clients::ClientOptions { s3_force_path_style, presign_role_arn: None, observe: None, pacing: None };
+            let options = forensic_capture::aws::clients::ClientOptions { s3_force_path_style, presign_role_arn: None, observe: None, pacer: None, credentials: None };
             let clients = forensic_capture::aws::RegionClients::new(&aws, None, &options);
             let readers = forensic_capture::verify::Readers { store: &clients.store, ec2: &clients.ec2.0, kms: &clients.kms.0 };
             let report = forensic_capture::verify::verify(&readers, &manifest, &expect).await.map_err(anyhow::Error::msg)?;

@@ -27,6 +27,20 @@ fn requested_by(capture: &ForensicCapture) -> Value {
     })
 }
 
+/// Who asked, in one word, for a target-account session's SourceIdentity: the requested-by annotation, else
+/// the first field manager that wrote the object's spec (kubectl, argocd-controller, helm, ...).
+pub fn requester(meta: &kube::api::ObjectMeta) -> String {
+    if let Some(who) = meta.annotations.as_ref().and_then(|a| a.get(REQUESTED_BY_ANNOTATION)).filter(|w| !w.trim().is_empty()) {
+        return who.clone();
+    }
+    meta.managed_fields
+        .iter()
+        .flatten()
+        .filter(|f| f.subresource.is_none())
+        .find_map(|f| f.manager.clone())
+        .unwrap_or_else(|| "unknown".into())
+}
+
 /// Every snapshot with the facts an auditor checks against EC2: ID, volume, size, times, lock and the tags the
 /// controller put on it.
 fn snapshots(status: &ForensicCaptureStatus, tags: &[(String, String)]) -> Vec<Value> {
@@ -94,6 +108,19 @@ pub fn build(capture: &ForensicCapture, status: &ForensicCaptureStatus, controll
 mod tests {
     use super::*;
     use crate::api::{StepRecord, StepState};
+
+    #[test]
+    fn the_requester_is_the_annotation_else_the_first_spec_writer() {
+        let meta = |value: Value| -> kube::api::ObjectMeta { serde_json::from_value(value).unwrap() };
+        assert_eq!(requester(&meta(json!({"annotations": {REQUESTED_BY_ANNOTATION: "alice@example.com"}}))), "alice@example.com");
+        let written = meta(json!({"managedFields": [
+            {"manager": "forensic-capture", "operation": "Update", "subresource": "status"},
+            {"manager": "argocd-controller", "operation": "Apply"},
+            {"manager": "kubectl-edit", "operation": "Update"}
+        ]}));
+        assert_eq!(requester(&written), "argocd-controller", "the status writer is not who asked");
+        assert_eq!(requester(&meta(json!({}))), "unknown");
+    }
 
     #[test]
     fn manifest_names_the_capture_the_requester_and_every_step() {

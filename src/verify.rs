@@ -54,6 +54,13 @@ pub struct Readers<'a> {
 /// KMSInvalidSignatureException); Err for anything else (no access, no such key).
 async fn kms_verify_digest(kms: &aws_sdk_kms::Client, key_id: &str, algorithm: &str, digest: &[u8], signature: &[u8]) -> Result<bool, AwsError> {
     use aws_sdk_kms::{primitives::Blob, types::{MessageType, SigningAlgorithmSpec}};
+    // A key is reached in the region its ARN names, whatever the auditor's default region.
+    let kms = match crate::aws::clients::region_of_arn(key_id) {
+        Some(region) if kms.config().region().map(|r| r.as_ref()) != Some(region) => {
+            aws_sdk_kms::Client::from_conf(kms.config().to_builder().region(aws_sdk_kms::config::Region::new(region.to_string())).build())
+        }
+        _ => kms.clone(),
+    };
     let result = kms
         .verify()
         .key_id(key_id)
@@ -156,6 +163,13 @@ async fn check_object(store: &crate::aws::s3::SdkEvidenceStore, bucket: &str, ke
 
 async fn check_snapshot(ec2: &aws_sdk_ec2::Client, arn: &str, uid: &str) -> (bool, String) {
     let snapshot_id = arn.rsplit('/').next().unwrap_or_default();
+    // A snapshot is looked for in the region its ARN names.
+    let ec2 = match crate::aws::clients::region_of_arn(arn) {
+        Some(region) if ec2.config().region().map(|r| r.as_ref()) != Some(region) => {
+            aws_sdk_ec2::Client::from_conf(ec2.config().to_builder().region(aws_sdk_ec2::config::Region::new(region.to_string())).build())
+        }
+        _ => ec2.clone(),
+    };
     match ec2.describe_snapshots().snapshot_ids(snapshot_id).send().await {
         Ok(found) => match found.snapshots().first() {
             Some(s) => {

@@ -171,3 +171,32 @@ async fn a_plan_that_makes_no_sense_is_refused_with_the_reason() {
         assert!(text.contains(reason), "{plan}: {text}");
     }
 }
+
+#[tokio::test]
+async fn the_request_log_names_who_signed_each_request_and_for_which_region() {
+    let proxy = FaultProxy::start(json!({})).await;
+    let config = proxy.aws(1).await;
+    let key = support::stack().var("AWS_ACCESS_KEY_ID").to_string();
+    aws_sdk_ec2::Client::from_conf(aws_sdk_ec2::config::Builder::from(&config).region(aws_sdk_ec2::config::Region::new("eu-west-1")).build())
+        .describe_vpcs()
+        .send()
+        .await
+        .unwrap();
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build());
+    let presigned = s3
+        .get_object()
+        .bucket("no-such-bucket-fault-proxy-log")
+        .key("k")
+        .presigned(aws_sdk_s3::presigning::PresigningConfig::expires_in(Duration::from_secs(60)).unwrap())
+        .await
+        .unwrap();
+    let _ = reqwest::get(presigned.uri()).await.unwrap();
+    let log = support::faults::get_json(&format!("{}/_fault-proxy/requests", proxy.url)).await;
+    let entries = log.as_array().unwrap();
+    let ec2 = entries.iter().find(|e| e["operation"] == "ec2:DescribeVpcs").expect("the EC2 call is logged");
+    assert_eq!(ec2["access_key"], key.as_str());
+    assert_eq!(ec2["region"], "eu-west-1");
+    let get = entries.iter().find(|e| e["operation"] == "s3:GetObject").expect("the presigned GET is logged");
+    assert_eq!(get["access_key"], key.as_str(), "from the presigned URL's X-Amz-Credential");
+    assert_eq!(get["region"], support::stack().region());
+}

@@ -33,6 +33,10 @@ const ACTIONS_FOR: &[(&str, &[&str])] = &[
     // Tags given at creation need ec2:CreateTags too.
     ("ec2:CreateSnapshots", &["ec2:CreateSnapshots", "ec2:CreateTags"]),
     ("ec2:CreateSecurityGroup", &["ec2:CreateSecurityGroup", "ec2:CreateTags"]),
+    // A target-account session carries who asked (SourceIdentity) and the capture's tags; the presign
+    // role's sessions carry neither, but the table is per operation, so the controller's policy grants these
+    // two on the target roles only (its ReachWorkloadAccounts statement).
+    ("sts:AssumeRole", &["sts:AssumeRole", "sts:SetSourceIdentity", "sts:TagSession"]),
     // Giving an instance a profile passes the profile's role.
     ("ec2:ReplaceIamInstanceProfileAssociation", &["ec2:ReplaceIamInstanceProfileAssociation", "iam:PassRole"]),
 ];
@@ -202,8 +206,8 @@ fn strings(value: &serde_json::Value) -> Vec<String> {
 /// The actions a policy file allows.
 fn granted(file: &str) -> BTreeSet<String> {
     let document = policy_document(file);
-    let statements = document["Statement"].as_array().unwrap_or_else(|| panic!("iam/{file}: a Statement list"));
-    statements.iter().filter(|s| s["Effect"] == "Allow").flat_map(|s| strings(&s["Action"])).collect()
+    assert!(document["Statement"].is_array(), "iam/{file}: a Statement list");
+    granted_in(&document)
 }
 
 /// "missing: ... (called in ...); unused: ..." when `needed` and `granted` differ.
@@ -260,9 +264,72 @@ fn presign_role_policy_grants_exactly_what_presigned_urls_need() {
     }
 }
 
+/// Services whose calls are about the instance: through the target account's session when the capture names
+/// another account (src/controller/clients.rs). S3, KMS and STS stay with the controller's own identity.
+const ABOUT_THE_INSTANCE: &[&str] = &["ec2:", "ssm:", "autoscaling:", "elasticloadbalancing:", "iam:"];
+
+#[test]
+fn target_role_policy_grants_exactly_the_calls_about_the_instance() {
+    let about_instance: Vec<&Call> =
+        calls().iter().filter(|c| c.file != VERIFIER_SOURCE && ABOUT_THE_INSTANCE.iter().any(|p| c.operation.starts_with(p))).collect();
+    // Credential containment is opt-in everywhere: in a workload account its statements join the target role.
+    let allowed: BTreeSet<String> = granted("target-role-policy.json").union(&granted("controller-credentials-policy.json")).cloned().collect();
+    if let Some(difference) = difference(&needed(about_instance), &allowed) {
+        panic!("iam/target-role-policy.json (+ controller-credentials-policy.json) vs the calls about the instance: {difference}");
+    }
+    let base = granted("target-role-policy.json");
+    let identity: Vec<&String> = base.iter().filter(|a| a.starts_with("s3:") || a.starts_with("kms:") || a.starts_with("sts:")).collect();
+    assert!(identity.is_empty(), "the target role must not reach evidence, keys or identities: {identity:?}");
+}
+
+/// The actions of a policy document's Allow statements.
+fn granted_in(document: &serde_json::Value) -> BTreeSet<String> {
+    document["Statement"].as_array().unwrap().iter().filter(|s| s["Effect"] == "Allow").flat_map(|s| strings(&s["Action"])).collect()
+}
+
+#[test]
+fn target_role_trust_admits_only_the_controller_with_who_asked_and_the_capture() {
+    let trust = policy_document("target-role-trust-policy.json");
+    let statements = trust["Statement"].as_array().unwrap();
+    assert_eq!(statements.len(), 1, "{trust}");
+    let statement = &statements[0];
+    assert_eq!(statement["Principal"]["AWS"], "${ControllerRoleArn}", "only the controller's role");
+    assert_eq!(strings(&statement["Action"]), ["sts:AssumeRole", "sts:SetSourceIdentity", "sts:TagSession"]);
+    let condition = &statement["Condition"];
+    assert_eq!(condition["StringEquals"]["sts:ExternalId"], "${ExternalId}");
+    assert_eq!(condition["StringLike"]["sts:RoleSessionName"], "forensic-capture-*", "sessions are named after captures");
+    assert_eq!(condition["Null"]["sts:SourceIdentity"], "false", "who asked must be given");
+    assert_eq!(condition["Null"][format!("aws:RequestTag/{}", forensic_capture::aws::sessions::CAPTURE_UID_TAG)], "false", "the capture must be named");
+    // The names the conditions rely on are the ones the controller gives.
+    assert!(forensic_capture::aws::sessions::session_name("u").starts_with("forensic-capture-"));
+}
+
+#[test]
+fn the_stackset_template_rolls_out_exactly_the_target_role_policies() {
+    let text = std::fs::read_to_string(repo_root().join("iam/target-role-stackset.yaml")).unwrap();
+    let template: serde_json::Value = serde_yaml::from_str(&text).expect("iam/target-role-stackset.yaml is plain YAML");
+    let role = &template["Resources"]["TargetRole"]["Properties"];
+    let policies = role["Policies"].as_array().unwrap();
+    assert_eq!(policies.len(), 1);
+    let document = &policies[0]["PolicyDocument"];
+    assert_eq!(granted_in(document), granted_in(&policy_document("target-role-policy.json")), "the template's permissions");
+    let trust = policy_document("target-role-trust-policy.json");
+    let statement = &role["AssumeRolePolicyDocument"]["Statement"][0];
+    assert_eq!(strings(&statement["Action"]), strings(&trust["Statement"][0]["Action"]), "the template's trust actions");
+    let [with_id, without_id] = [&statement["Condition"]["Fn::If"][1], &statement["Condition"]["Fn::If"][2]];
+    let expected = &trust["Statement"][0]["Condition"];
+    assert_eq!(with_id["StringLike"], expected["StringLike"]);
+    assert_eq!(with_id["Null"], expected["Null"]);
+    assert_eq!(with_id["StringEquals"]["sts:ExternalId"]["Ref"], "ExternalId");
+    assert_eq!(without_id["StringLike"], expected["StringLike"]);
+    assert_eq!(without_id["Null"], expected["Null"]);
+    assert!(without_id.get("StringEquals").is_none(), "no external ID condition without one");
+    assert_eq!(role["MaxSessionDuration"], 3600);
+}
+
 #[test]
 fn evidence_identity_and_key_actions_are_granted_on_named_resources_only() {
-    for file in ["controller-policy.json", "controller-credentials-policy.json", "presign-role-policy.json", "verifier-policy.json"] {
+    for file in ["controller-policy.json", "controller-credentials-policy.json", "presign-role-policy.json", "verifier-policy.json", "target-role-policy.json"] {
         for statement in policy_document(file)["Statement"].as_array().unwrap() {
             let scoped: Vec<String> = strings(&statement["Action"]).into_iter().filter(|a| SCOPED.iter().any(|p| a.starts_with(p))).collect();
             let resources = strings(&statement["Resource"]);

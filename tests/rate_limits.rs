@@ -25,7 +25,7 @@ async fn requests_over_a_familys_rate_wait_for_their_turn_and_other_families_do_
     let proxy = FaultProxy::start(json!({})).await;
     let settings: Vec<RateSetting> = vec!["ec2-describe=2/1".parse().unwrap()];
     let rates = pacing::rates(&settings);
-    let options = ClientOptions { s3_force_path_style: true, presign_role_arn: None, observe: None, pacing: Some(&rates) };
+    let options = ClientOptions { s3_force_path_style: true, presign_role_arn: None, observe: None, pacer: Some(forensic_capture::aws::pacing::Pacer::new(&rates)), credentials: None };
     let clients = RegionClients::new(&proxy.aws(1).await, None, &options);
 
     // Ten Describe calls at once at 2 per second, one at a time: the last goes 4.5 s after the first.

@@ -207,11 +207,21 @@ fn every_variable_the_chart_sets_is_a_controller_flag_with_the_same_default() {
         chart::set_string("avml.arm64.sha256", &"b".repeat(64)),
         chart::set_string("controller.watchNamespace", "cases"),
         chart::set_string("controller.defaultRegion", "eu-west-1"),
+        chart::set_string("evidence.region", "us-east-2"),
+        chart::set_string("targetAccounts.roles.222233334444", "arn:aws:iam::222233334444:role/IR"),
+        chart::set_string("targetAccounts.roles.333344445555", "arn:aws:iam::333344445555:role/IR"),
+        chart::set_string("targetAccounts.externalId", "acme-ir"),
     ]
     .into_iter()
     .flatten()
     .collect();
     let all = env_of(&chart::render("fc", "forensic-capture", &everything).unwrap());
+    // The per-account roles travel as the flag's ACCOUNT=ARN list, which the controller parses.
+    let roles = all.get("FC_TARGET_ROLES").map(String::as_str).unwrap_or_default();
+    assert_eq!(roles, "222233334444=arn:aws:iam::222233334444:role/IR,333344445555=arn:aws:iam::333344445555:role/IR");
+    for role in roles.split(',') {
+        role.parse::<forensic_capture::controller::accounts_config::TargetRole>().unwrap_or_else(|e| panic!("{role}: {e}"));
+    }
     for name in all.keys().filter(|n| n.starts_with("FC_")) {
         if !by_env.contains_key(name) {
             problems.push(format!("the chart sets {name}, but no flag of `forensic-capture run` reads it"));

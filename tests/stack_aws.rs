@@ -83,3 +83,56 @@ async fn object_put_with_a_sha256_checksum_reports_it_on_head() {
     assert_eq!(head.content_length(), Some(body.len() as i64));
     assert_eq!(head.checksum_sha256(), Some(expected.as_str()));
 }
+
+/// dev/moto-server's STS extension: AssumeRole keeps SourceIdentity and session tags as STS does, refuses
+/// what STS refuses, and lists the sessions.
+#[tokio::test]
+async fn assume_role_keeps_and_validates_source_identity_and_session_tags() {
+    use aws_sdk_sts::{error::ProvideErrorMetadata, types::Tag};
+    let stack = support::stack();
+    let sts = aws_sdk_sts::Client::new(&stack.aws().await);
+    let session = support::unique("sts-identity");
+    let tag = |k: &str, v: &str| Tag::builder().key(k).value(v).build().unwrap();
+    let assumed = sts
+        .assume_role()
+        .role_arn("arn:aws:iam::222233334444:role/ForensicCaptureTarget")
+        .role_session_name(&session)
+        .source_identity("alice@example.com")
+        .tags(tag("forensic-capture:capture-uid", "u-1"))
+        .tags(tag("forensic-capture:case-id", "INC 4711/a"))
+        .external_id("ext-1")
+        .send()
+        .await
+        .expect("assume role");
+    assert_eq!(assumed.source_identity(), Some("alice@example.com"), "STS returns the source identity");
+    let key = assumed.credentials().unwrap().access_key_id().to_string();
+    let listed = support::faults::get_json(&format!("{}/_moto-server/sts-sessions", stack.var("AWS_ENDPOINT_URL"))).await;
+    let ours = listed.as_array().unwrap().iter().find(|s| s["sessionName"] == session.as_str()).expect("the session is listed");
+    assert_eq!(ours["account"], "222233334444");
+    assert_eq!(ours["accessKeyId"], key.as_str());
+    assert_eq!(ours["sourceIdentity"], "alice@example.com");
+    assert_eq!(ours["externalId"], "ext-1");
+    assert_eq!(ours["tags"], serde_json::json!([{"Key": "forensic-capture:capture-uid", "Value": "u-1"}, {"Key": "forensic-capture:case-id", "Value": "INC 4711/a"}]));
+
+    let refused = |result: Result<aws_sdk_sts::operation::assume_role::AssumeRoleOutput, _>| match result {
+        Ok(_) => panic!("STS accepts it"),
+        Err(e) => {
+            let e: aws_sdk_sts::error::SdkError<aws_sdk_sts::operation::assume_role::AssumeRoleError> = e;
+            (e.code().unwrap_or_default().to_string(), e.message().unwrap_or_default().to_string())
+        }
+    };
+    let base = || sts.assume_role().role_arn("arn:aws:iam::222233334444:role/R").role_session_name("refused");
+    let (code, message) = refused(base().source_identity("aws-internal/x").send().await);
+    assert_eq!(code, "ValidationError");
+    assert!(message.contains("sourceIdentity"), "{message}");
+    let (code, message) = refused(base().source_identity("aws:internal").send().await);
+    assert_eq!(code, "ValidationError", "{message}");
+    let (code, message) = refused(base().tags(tag("Case", "1")).tags(tag("case", "2")).send().await);
+    assert_eq!(code, "ValidationError");
+    assert!(message.contains("Duplicate tag keys"), "{message}");
+    let mut too_many = base();
+    for i in 0..51 {
+        too_many = too_many.tags(tag(&format!("k{i}"), "v"));
+    }
+    assert_eq!(refused(too_many.send().await).0, "ValidationError", "at most 50 session tags");
+}

@@ -210,3 +210,46 @@ async fn a_denied_operation_is_refused_as_ssm_refuses_a_missing_permission() {
     std::fs::remove_file(dir.join(&key)).unwrap();
     assert!(describe(&denied_client).await.is_ok(), "the denial is lifted without a restart");
 }
+
+/// A caller sees only the managed nodes of its own account, as with SSM: the simulator asks moto with the
+/// caller's access key, which moto maps to the account of its role session.
+#[tokio::test]
+async fn each_account_sees_and_commands_only_its_own_instances() {
+    let stack = support::stack();
+    let in_b = stack.aws_in("333344445555").await;
+    let instance = support::run_instance(&aws_sdk_ec2::Client::new(&in_b), 0, &[]).await.instance_id;
+    let ssm_config = |config: &aws_config::SdkConfig| {
+        aws_sdk_ssm::Client::from_conf(aws_sdk_ssm::config::Builder::from(config).endpoint_url(stack.var("AWS_ENDPOINT_URL_SSM")).build())
+    };
+    let ssm_b = ssm_config(&in_b);
+    let ssm_a = stack.ssm().await;
+
+    let listed = |ssm: aws_sdk_ssm::Client| {
+        let instance = instance.clone();
+        async move {
+            let info = ssm
+                .describe_instance_information()
+                .filters(aws_sdk_ssm::types::InstanceInformationStringFilter::builder().key("InstanceIds").values(&instance).build().unwrap())
+                .send()
+                .await
+                .unwrap();
+            info.instance_information_list().iter().filter_map(|i| i.instance_id().map(str::to_string)).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed(ssm_b.clone()).await, [instance.clone()], "account B sees its instance");
+    assert!(listed(ssm_a.clone()).await.is_empty(), "account A does not");
+
+    let command = send(&ssm_b, &instance, &["echo in account B"], None).await;
+    let (result, _) = wait_for_result(&ssm_b, &command, &instance).await;
+    assert_eq!(result.status(), Some(&CommandInvocationStatus::Success));
+    assert_eq!(result.standard_output_content(), Some("in account B\n"));
+    let refused = ssm_a
+        .send_command()
+        .document_name("AWS-RunShellScript")
+        .instance_ids(&instance)
+        .parameters("commands", vec!["echo from A".to_string()])
+        .send()
+        .await
+        .expect_err("A cannot command B's instance");
+    assert_eq!(aws_sdk_ssm::error::ProvideErrorMetadata::code(&refused), Some("InvalidInstanceId"));
+}

@@ -66,6 +66,13 @@ pub struct Target {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-\d$"))]
     pub region: Option<String>,
+
+    /// AWS account of the instance, when it is not the controller's own: the controller reaches it through
+    /// the target role it assumes there (--target-role-arn-template, --target-role). Left out: the
+    /// controller's own account, with its own identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^\d{12}$"))]
+    pub account_id: Option<String>,
 }
 
 /// Turns one evidence step on or off.

@@ -40,9 +40,10 @@ reasons! {
     InvalidTarget => "spec.target names no instance",
     NodeNotFound => "the Node named by spec.target.nodeName does not exist in this cluster",
     NodeNotOnEc2 => "the Node's providerID does not name an EC2 instance (aws:///<zone>/<instance-id>)",
-    InstanceNotFound => "the instance does not exist in the region (or disappeared during the capture)",
+    InstanceNotFound => "the instance does not exist in the account and region (or disappeared during the capture)",
     InstanceTerminated => "the instance is terminated or shutting down: nothing is left to capture or contain",
     TargetLookupFailed => "EC2 refused to describe the instance or its instance type; the message has the AWS error",
+    TargetAccountAccessDenied => "the role in the instance's account (spec.target.accountId) could not be assumed; the message names the account, the role and the STS error",
     AccessDenied => "AWS refused the controller's credentials or permissions; the message names the operation",
     // Why a step did not run (the planner).
     InstanceNotRunning => "volatile data and memory need a running instance; the instance is stopped or pending",

@@ -11,13 +11,11 @@
 
 use std::time::Duration;
 
-use std::collections::BTreeMap;
-
 use aws_config::{SdkConfig, retry::RetryConfig};
-use aws_sdk_s3::config::{RuntimePlugin, RuntimeComponentsBuilder, SharedHttpClient};
+use aws_sdk_s3::config::{Credentials, RuntimePlugin, RuntimeComponentsBuilder, SharedHttpClient};
 
 use super::{
-    pacing::{Pacer, Rate},
+    pacing::Pacer,
     autoscaling::SdkAutoScaling, ec2::SdkEc2, elb_classic::SdkClassicLoadBalancing, elbv2::SdkLoadBalancing, iam::SdkIam, kms::SdkKms,
     s3::SdkEvidenceStore, ssm::SdkSsm,
 };
@@ -47,9 +45,13 @@ pub struct ClientOptions<'a> {
     pub presign_role_arn: Option<String>,
     /// Called once per service to give its clients an interceptor (the controller's metrics); None for none.
     pub observe: Option<&'a dyn Fn(&'static str) -> aws_sdk_s3::config::SharedInterceptor>,
-    /// Client-side request rates per API family (see `pacing`), shared by this region's clients; None: unpaced.
-    pub pacing: Option<&'a BTreeMap<&'static str, Option<Rate>>>,
+    /// Client-side request rates per API family (see `pacing`), shared by every client set given the same
+    /// pacer (one per account and region, as AWS's own limits are); None: unpaced.
+    pub pacer: Option<Pacer>,
+    /// The identity the clients sign with; None: the base configuration's (the controller's own).
+    pub credentials: Option<Credentials>,
 }
+
 
 /// The SDK's own default HTTPS client (the one a client builds when given none), for pacing to wrap: the
 /// same TLS, connection pool and proxy settings as an unpaced client.
@@ -58,7 +60,7 @@ fn default_http_client() -> Option<SharedHttpClient> {
     plugin.runtime_components(&RuntimeComponentsBuilder::new("forensic-capture-pacing")).http_client()
 }
 
-/// The AWS clients for one region.
+/// The AWS clients for one region, signing with one identity.
 #[derive(Clone)]
 pub struct RegionClients {
     pub ec2: SdkEc2,
@@ -87,12 +89,16 @@ macro_rules! client {
 impl RegionClients {
     /// Clients for `region` (or the base configuration's region when None).
     pub fn new(base: &SdkConfig, region: Option<&str>, options: &ClientOptions<'_>) -> Self {
-        let config = match region {
-            Some(region) => base.to_builder().region(aws_config::Region::new(region.to_string())).build(),
-            None => base.clone(),
-        };
+        let mut config = base.to_builder();
+        if let Some(region) = region {
+            config.set_region(Some(aws_config::Region::new(region.to_string())));
+        }
+        if let Some(credentials) = &options.credentials {
+            config.set_credentials_provider(Some(aws_sdk_s3::config::SharedCredentialsProvider::new(credentials.clone())));
+        }
+        let config = config.build();
         let inner = config.http_client().or_else(default_http_client);
-        let paced = options.pacing.map(Pacer::new).zip(inner);
+        let paced = options.pacer.clone().zip(inner);
         let paced = paced.as_ref();
         let s3 = {
             let mut builder = aws_sdk_s3::config::Builder::from(&config).retry_config(retry_config()).force_path_style(options.s3_force_path_style);
@@ -117,6 +123,40 @@ impl RegionClients {
     }
 }
 
+/// The clients one capture uses. Calls about the instance go to its account and region, through the target
+/// account's session when the capture names another account; the evidence bucket, the presign role and the
+/// signing key stay in the controller's own account and are reached in their own regions, whatever the
+/// instance's, so presigned URLs are signed for the bucket's region and the manifest by the key's.
+#[derive(Clone)]
+pub struct CaptureClients {
+    pub ec2: SdkEc2,
+    pub ssm: SdkSsm,
+    pub autoscaling: SdkAutoScaling,
+    pub elbv2: SdkLoadBalancing,
+    pub elb_classic: SdkClassicLoadBalancing,
+    pub iam: SdkIam,
+    /// The evidence bucket, in the evidence region.
+    pub store: SdkEvidenceStore,
+    /// The signing key, in its own region.
+    pub kms: SdkKms,
+}
+
+impl CaptureClients {
+    /// `instance`: clients for the instance's account and region; `evidence` and `signing`: the controller's
+    /// own clients in the evidence region and in the signing key's region.
+    pub fn new(instance: RegionClients, evidence: RegionClients, signing: RegionClients) -> Self {
+        let RegionClients { ec2, ssm, autoscaling, elbv2, elb_classic, iam, .. } = instance;
+        CaptureClients { ec2, ssm, autoscaling, elbv2, elb_classic, iam, store: evidence.store, kms: signing.kms }
+    }
+}
+
+/// The region in an ARN (`arn:aws:kms:eu-west-1:111122223333:key/...`); None for a bare ID or alias name.
+pub fn region_of_arn(arn: &str) -> Option<&str> {
+    let mut parts = arn.strip_prefix("arn:")?.split(':');
+    let (_partition, _service, region) = (parts.next()?, parts.next()?, parts.next()?);
+    (!region.is_empty()).then_some(region)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,7 +168,16 @@ mod tests {
         assert_eq!(retry.max_attempts(), 3);
         assert_eq!(retry.max_backoff(), MAX_BACKOFF);
         let base = SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build();
-        let clients = RegionClients::new(&base, Some("eu-west-1"), &ClientOptions { s3_force_path_style: false, presign_role_arn: None, observe: None, pacing: None });
+        let clients = RegionClients::new(&base, Some("eu-west-1"), &ClientOptions { s3_force_path_style: false, presign_role_arn: None, observe: None, pacer: None, credentials: None });
         assert_eq!(clients.ec2.0.config().retry_config().map(|r| r.max_attempts()), Some(3), "the clients carry it");
+    }
+
+    #[test]
+    fn the_region_of_an_arn_is_its_fourth_field() {
+        assert_eq!(region_of_arn("arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"), Some("eu-west-1"));
+        assert_eq!(region_of_arn("arn:aws:kms:us-east-2:111122223333:alias/signing"), Some("us-east-2"));
+        assert_eq!(region_of_arn("arn:aws:iam::111122223333:role/x"), None, "IAM ARNs name no region");
+        assert_eq!(region_of_arn("1234abcd-12ab-34cd-56ef-1234567890ab"), None);
+        assert_eq!(region_of_arn("alias/signing"), None);
     }
 }

@@ -10,8 +10,9 @@ pub mod iam;
 pub mod kms;
 pub mod pacing;
 pub mod s3;
+pub mod sessions;
 pub mod snapshot_lock;
 pub mod ssm;
 
-pub use clients::RegionClients;
+pub use clients::{CaptureClients, RegionClients};
 pub use error::{AwsError, ErrorClass};

@@ -109,6 +109,9 @@ pub struct Config {
     pub concurrency: u16,
 
     #[command(flatten)]
+    pub accounts: super::accounts_config::AccountsConfig,
+
+    #[command(flatten)]
     pub protection: super::protection_config::ProtectionConfig,
 
     #[command(flatten)]

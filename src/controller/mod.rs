@@ -1,7 +1,9 @@
 //! The controller runtime: watches ForensicCaptures and drives each through the planner's actions.
 
+pub mod accounts_config;
 mod backoff;
 mod capacity;
+mod clients;
 pub mod config;
 mod containment;
 mod failure;
@@ -37,10 +39,7 @@ use kube::{
     runtime::{Controller, WatchStreamExt, controller::Action, events::Reporter, reflector, watcher},
 };
 
-use crate::{
-    api::{ContainmentRelease, ForensicCapture},
-    aws::clients::{ClientOptions, RegionClients},
-};
+use crate::api::{ContainmentRelease, ForensicCapture};
 pub use config::Config;
 pub use supervisor::run;
 
@@ -66,7 +65,8 @@ pub struct Context {
     /// time (20 at once peaked at 1.45 GiB of RSS); one per CPU keeps the cores busy and the memory flat.
     pub symbol_builds: tokio::sync::Semaphore,
     base_aws: aws_config::SdkConfig,
-    regions: Mutex<HashMap<String, RegionClients>>,
+    /// Every AWS client the controller has built (clients.rs).
+    clients: clients::ClientCache,
 }
 
 impl Context {
@@ -84,7 +84,7 @@ impl Context {
             instance_type_memory: Mutex::default(),
             symbol_builds: tokio::sync::Semaphore::new(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
             base_aws,
-            regions: Mutex::new(HashMap::new()),
+            clients: clients::ClientCache::default(),
         }
     }
 
@@ -99,25 +99,6 @@ impl Context {
     /// Shutdown has started: a reconcile ends after its current step.
     pub fn stopping(&self) -> bool {
         self.health.is_stopping()
-    }
-
-    /// Clients for `region`, built once and shared; every call they make is counted and timed.
-    pub fn aws(&self, region: &str) -> RegionClients {
-        let mut regions = self.regions.lock().expect("region cache lock");
-        regions
-            .entry(region.to_string())
-            .or_insert_with(|| {
-                let observe = |service| aws_sdk_s3::config::SharedInterceptor::new(self.metrics.aws_observer(service));
-                let rates = crate::aws::pacing::rates(&self.config.aws_rate_limits);
-                let options = ClientOptions {
-                    s3_force_path_style: self.config.s3_force_path_style,
-                    presign_role_arn: self.config.presign_role_arn.clone(),
-                    observe: Some(&observe),
-                    pacing: Some(&rates),
-                };
-                RegionClients::new(&self.base_aws, Some(region), &options)
-            })
-            .clone()
     }
 }
 

@@ -94,6 +94,7 @@ pub async fn reconcile(capture: Arc<ForensicCapture>, ctx: Arc<Context>) -> Resu
                     remove_finalizer(&api, &capture).await?;
                     ctx.own_writes.forget(&uid);
                     ctx.capacity.release(&uid);
+                    ctx.forget_sessions(&uid);
                 }
                 return Ok(Requeue::await_change());
             }
@@ -125,8 +126,7 @@ pub async fn reconcile(capture: Arc<ForensicCapture>, ctx: Arc<Context>) -> Resu
                     writer.publish(&mut status, Some(&waiting)).await?;
                     return Ok(Requeue::requeue(CAPACITY_RETRY));
                 }
-                let sc = StepContext::new(&ctx, &capture, target);
-                match steps::run(step, &sc, &mut status, &mut writer).await {
+                match run_step(&ctx, &capture, target, step, &mut status, &mut writer).await {
                     // A step failure is recorded against that step; the planner decides what follows.
                     Err(StepError::Failed { reason, message, .. }) => {
                         records::end(step, &mut status, StepState::Failed, Some(reason), Some(message));
@@ -171,6 +171,12 @@ pub async fn reconcile(capture: Arc<ForensicCapture>, ctx: Arc<Context>) -> Resu
     Ok(Requeue::requeue(Duration::from_millis(100)))
 }
 
+/// Runs `step` with the clients of the capture's account and region.
+async fn run_step<'a>(ctx: &'a Context, capture: &'a ForensicCapture, target: TargetFacts, step: Step, status: &mut ForensicCaptureStatus, writer: &mut Writer<'a>) -> Result<Progress, StepError> {
+    let sc = StepContext::new(ctx, capture, target).await?;
+    steps::run(step, &sc, status, writer).await
+}
+
 /// None when `step` may run now; otherwise what the capture waits for. Evidence steps need one of the account
 /// and region's places (capacity.rs); isolation, and the end of a capture, give the place back.
 fn wait_for_capacity(ctx: &Context, capture: &ForensicCapture, status: &ForensicCaptureStatus, step: Step, target: &TargetFacts) -> Option<Waiting> {
@@ -208,10 +214,11 @@ fn shown_retrying(status: &ForensicCaptureStatus) -> Option<Waiting> {
 /// completion; then the lock is released.
 async fn finish(ctx: &Context, capture: &ForensicCapture, status: &mut ForensicCaptureStatus) -> Result<Progress, StepError> {
     if let Some(target) = status.target.clone() {
-        seal::write(&StepContext::new(ctx, capture, target), status).await?;
+        seal::write(&StepContext::new(ctx, capture, target).await?, status).await?;
     }
     status.completed_at = Some(now());
     ctx.capacity.release(&capture.uid().unwrap_or_default());
+    ctx.forget_sessions(&capture.uid().unwrap_or_default());
     if let Some(target) = &status.target {
         lock::release(ctx, capture, &target.instance_id).await?;
     }

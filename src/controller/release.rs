@@ -14,6 +14,7 @@ use serde_json::json;
 
 use super::{
     Context,
+    clients::Requester,
     containment::{PLAYBOOK, Restore},
     failure::StepError,
     reconcile::Error,
@@ -56,8 +57,23 @@ pub async fn reconcile(release: Arc<ContainmentRelease>, ctx: Arc<Context>) -> R
     };
     status.capture_uid = capture.uid();
     status.instance_id = Some(target.instance_id.clone());
-    let aws = ctx.aws(&target.region);
     let instance_id = target.instance_id.as_str();
+    // The capture's own account and region, through a session named after the capture that carries who
+    // asked for the release.
+    let uid = capture.uid().unwrap_or_default();
+    let requester = Requester { uid: &uid, case_id: &capture.spec.case_id, who: crate::manifest::requester(&release.metadata) };
+    let aws = match ctx.capture_clients(capture.spec.target.account_id.as_deref(), &target.region, &requester).await.map_err(|e| e.for_instance(instance_id)) {
+        Ok(aws) => aws,
+        Err(StepError::Retry { message, source }) => {
+            save(&api, &release, &status).await?;
+            return Err(Error::Retry { message, source });
+        }
+        Err(StepError::Failed { reason, message, .. } | StepError::Abort { reason, message, .. }) => {
+            set(&mut status, "Failed", reason, message);
+            save(&api, &release, &status).await?;
+            return Ok(Requeue::await_change());
+        }
+    };
     let cx = Restore { record: &record, instance_id, aws: &aws };
     for action in PLAYBOOK.iter().rev() {
         let name = action.name();
@@ -95,6 +111,7 @@ pub async fn reconcile(release: Arc<ContainmentRelease>, ctx: Arc<Context>) -> R
     status.message = Some(format!("containment of {instance_id} released: {}", release.spec.reason));
     status.released_at = Some(now());
     save(&api, &release, &status).await?;
+    ctx.forget_sessions(&uid);
     Ok(Requeue::await_change())
 }
 

@@ -42,13 +42,24 @@ pub async fn resolve(ctx: &Context, capture: &ForensicCapture) -> Result<TargetF
         }
     };
     let region = target.region.clone().or(zone_region).unwrap_or_else(|| ctx.default_region());
-    let aws = ctx.aws(&region);
+    // A role that cannot be assumed ends the capture here, before anything is done in any account.
+    let aws = super::step_context::capture_clients(ctx, capture, &instance_id, &region).await?;
+    let account = match &target.account_id {
+        Some(account) => format!("account {account}"),
+        None => "the controller's own account".to_string(),
+    };
     let info = aws
         .ec2
         .describe_instance(&instance_id)
         .await
-        .map_err(|e| StepError::on_instance(e, &instance_id, Reason::TargetLookupFailed))?
-        .ok_or_else(|| StepError::abort(Reason::InstanceNotFound, format!("instance {instance_id} not found in region {region} (ec2:DescribeInstances)")))?;
+        .map_err(|e| StepError::aws(e, &format!("instance {instance_id} in {account}"), super::failure::OnError::step(Reason::TargetLookupFailed)))?
+        .ok_or_else(|| StepError::abort(Reason::InstanceNotFound, format!("instance {instance_id} not found in {account}, region {region} (ec2:DescribeInstances)")))?;
+    if let (Some(wanted), Some(owner)) = (&target.account_id, &info.owner_id)
+        && wanted != owner
+    {
+        // A role session acts in its own account, so this only happens when a role ARN names another account.
+        return Err(StepError::abort(Reason::InstanceNotFound, format!("instance {instance_id} is in account {owner}, not in account {wanted} that spec.target.accountId names")));
+    }
     if matches!(info.state.as_str(), "terminated" | "shutting-down") {
         return Err(StepError::abort(Reason::InstanceTerminated, format!("instance {instance_id} in {region} is {}: nothing left to capture or contain", info.state)));
     }
@@ -94,7 +105,7 @@ pub async fn resolve(ctx: &Context, capture: &ForensicCapture) -> Result<TargetF
 }
 
 /// The memory of `instance_type` in `region`: asked of EC2 once per process.
-async fn instance_type_memory(ctx: &Context, aws: &crate::aws::RegionClients, region: &str, instance_type: &str) -> Result<Option<i64>, crate::aws::AwsError> {
+async fn instance_type_memory(ctx: &Context, aws: &crate::aws::CaptureClients, region: &str, instance_type: &str) -> Result<Option<i64>, crate::aws::AwsError> {
     let key = (region.to_string(), instance_type.to_string());
     if let Some(known) = ctx.instance_type_memory.lock().expect("instance types lock").get(&key) {
         return Ok(*known);

@@ -3,11 +3,11 @@
 
 use kube::ResourceExt;
 
-use super::{Context, failure::StepError};
+use super::{Context, clients::Requester, failure::StepError};
 use crate::{
     acquisition,
     api::{ForensicCapture, Reason, Step, TargetFacts},
-    aws::{RegionClients, ec2::tags, s3::EvidenceStore},
+    aws::{CaptureClients, ec2::tags, s3::EvidenceStore},
 };
 
 pub struct StepContext<'a> {
@@ -15,22 +15,26 @@ pub struct StepContext<'a> {
     pub capture: &'a ForensicCapture,
     pub uid: String,
     pub target: TargetFacts,
-    pub aws: RegionClients,
+    pub aws: CaptureClients,
 }
 
 impl<'a> StepContext<'a> {
-    pub fn new(ctx: &'a Context, capture: &'a ForensicCapture, target: TargetFacts) -> Self {
-        let aws = ctx.aws(&target.region);
-        StepContext { ctx, capture, uid: capture.uid().unwrap_or_default(), target, aws }
+    /// Fails when the instance's account cannot be reached (its role cannot be assumed).
+    pub async fn new(ctx: &'a Context, capture: &'a ForensicCapture, target: TargetFacts) -> Result<Self, StepError> {
+        let aws = capture_clients(ctx, capture, &target.instance_id, &target.region).await?;
+        Ok(StepContext { ctx, capture, uid: capture.uid().unwrap_or_default(), target, aws })
     }
 
     pub fn instance_id(&self) -> &str {
         &self.target.instance_id
     }
 
-    /// "instance i-...": how messages name what the work was on.
+    /// "instance i-..." (with its account when the capture names one): how messages name what the work was on.
     pub fn subject(&self) -> String {
-        format!("instance {}", self.instance_id())
+        match &self.capture.spec.target.account_id {
+            Some(account) => format!("instance {} in account {account}", self.instance_id()),
+            None => format!("instance {}", self.instance_id()),
+        }
     }
 
     /// The evidence bucket and key prefix for this capture, or why there is none.
@@ -73,4 +77,12 @@ impl<'a> StepContext<'a> {
         };
         self.aws.store.check_bucket(bucket).await.map_err(|e| StepError::aws(e, &format!("evidence bucket {bucket} for instance {}", self.instance_id()), BUCKET))
     }
+}
+
+/// The clients for `capture`'s instance in `region`: through its account's session when the capture names an
+/// account, the session named after the capture and carrying who asked.
+pub async fn capture_clients(ctx: &Context, capture: &ForensicCapture, instance_id: &str, region: &str) -> Result<CaptureClients, StepError> {
+    let uid = capture.uid().unwrap_or_default();
+    let requester = Requester { uid: &uid, case_id: &capture.spec.case_id, who: crate::manifest::requester(&capture.metadata) };
+    ctx.capture_clients(capture.spec.target.account_id.as_deref(), region, &requester).await.map_err(|e| e.for_instance(instance_id))
 }

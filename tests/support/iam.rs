@@ -256,6 +256,7 @@ pub fn controller_policy_signing_with(env: &fixtures::CaptureEnv, signing_key_ar
             ("EvidenceBucket", &env.bucket),
             ("EvidencePrefix", "evidence"),
             ("PresignRoleArn", fixtures::PRESIGN_ROLE_ARN),
+            ("TargetRoleName", "ForensicCaptureTarget"),
             ("SigningKeyArn", signing_key_arn),
         ],
     )

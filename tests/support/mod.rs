@@ -105,6 +105,23 @@ impl Stack {
             .await
     }
 
+    /// AWS configuration acting in `account`: keys of a role session there (moto's AssumeRole into any role
+    /// ARN of an account gives keys of that account; the role need not exist).
+    pub async fn aws_in(&self, account: &str) -> SdkConfig {
+        let base = self.aws().await;
+        let assumed = aws_sdk_sts::Client::new(&base)
+            .assume_role()
+            .role_arn(format!("arn:aws:iam::{account}:role/fixture-admin"))
+            .role_session_name("fixtures")
+            .send()
+            .await
+            .expect("assume a fixture role");
+        let c = assumed.credentials().expect("credentials");
+        let credentials =
+            aws_sdk_sts::config::Credentials::new(c.access_key_id(), c.secret_access_key(), Some(c.session_token().into()), None, "fixtures");
+        base.to_builder().credentials_provider(aws_sdk_sts::config::SharedCredentialsProvider::new(credentials)).build()
+    }
+
     pub async fn ec2(&self) -> aws_sdk_ec2::Client {
         aws_sdk_ec2::Client::new(&self.aws().await)
     }

@@ -30,6 +30,10 @@ pub struct Logged {
     /// `service:operation`.
     pub operation: String,
     pub fault: Option<&'static str>,
+    /// The access key ID that signed it (SigV4 header or presigned query), if any.
+    pub access_key: Option<String>,
+    /// The region it was signed for.
+    pub region: Option<String>,
 }
 
 /// The most recent requests kept.

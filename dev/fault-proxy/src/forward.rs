@@ -39,10 +39,34 @@ const HOP_BY_HOP: [HeaderName; 6] =
 pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
     let arrived = Instant::now();
     let at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64() * 1000.0;
+    let (access_key, region) = signer(request.headers(), request.uri().query().unwrap_or(""));
     let (key, fault, response) = answer(&proxy, request).await;
     let ms = arrived.elapsed().as_secs_f64() * 1000.0;
-    proxy.counters.lock().unwrap().log(Logged { at_ms, ms, operation: key, fault: fault.map(Fault::name) });
+    proxy.counters.lock().unwrap().log(Logged { at_ms, ms, operation: key, fault: fault.map(Fault::name), access_key, region });
     response
+}
+
+/// Who signed a request and for which region: the SigV4 credential scope (`<key>/<date>/<region>/<service>/
+/// aws4_request`), from the Authorization header or, for a presigned URL, the X-Amz-Credential parameter.
+pub fn signer(headers: &HeaderMap, query: &str) -> (Option<String>, Option<String>) {
+    let from_header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|auth| auth.split("Credential=").nth(1))
+        .map(|scope| scope.split([',', ' ']).next().unwrap_or_default().to_string());
+    let from_query = || {
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("X-Amz-Credential="))
+            .map(|scope| scope.replace("%2F", "/").replace("%2f", "/"))
+    };
+    let Some(scope) = from_header.or_else(from_query) else {
+        return (None, None);
+    };
+    let mut fields = scope.split('/');
+    let access_key = fields.next().map(str::to_string);
+    let region = fields.nth(1).map(str::to_string);
+    (access_key, region)
 }
 
 /// The answer to one request: its `service:operation`, the fault injected, the response.
@@ -171,4 +195,22 @@ where
             chunk
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signer_comes_from_the_header_or_the_presigned_query() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            "AWS4-HMAC-SHA256 Credential=ASIAB/20261202/eu-west-1/ec2/aws4_request, SignedHeaders=host, Signature=0".parse().unwrap(),
+        );
+        assert_eq!(signer(&headers, ""), (Some("ASIAB".into()), Some("eu-west-1".into())));
+        let query = "x-id=PutObject&X-Amz-Credential=ASIAP%2F20261202%2Fus-east-2%2Fs3%2Faws4_request&X-Amz-Signature=0";
+        assert_eq!(signer(&HeaderMap::new(), query), (Some("ASIAP".into()), Some("us-east-2".into())));
+        assert_eq!(signer(&HeaderMap::new(), "list-type=2"), (None, None));
+    }
 }

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::{
     Options,
-    fleet::{Backing, Fleet, Ping},
+    fleet::{Backing, Fleet, Ping, Scope},
     protocol::{ApiError, Call, opt_str, req_str},
     runner,
     store::{self, Command, Invocation, Status, Store, epoch},
@@ -43,13 +43,13 @@ impl Simulator {
         use aws_sdk_ec2::types::InstanceStateName;
         loop {
             tokio::time::sleep(Duration::from_secs(3)).await;
-            let mut by_region: std::collections::HashMap<String, Vec<String>> = Default::default();
-            for (instance_id, region) in self.vms.running() {
-                by_region.entry(region).or_default().push(instance_id);
+            let mut by_scope: std::collections::HashMap<Scope, Vec<String>> = Default::default();
+            for (instance_id, scope) in self.vms.running() {
+                by_scope.entry(scope).or_default().push(instance_id);
             }
-            for (region, ids) in by_region {
+            for (scope, ids) in by_scope {
                 // When EC2 cannot be asked, nothing is stopped.
-                let Ok(states) = self.fleet.instance_states(&region, &ids).await else { continue };
+                let Ok(states) = self.fleet.instance_states(&scope, &ids).await else { continue };
                 for id in ids {
                     let gone = match states.get(&id) {
                         None => Some("the instance no longer exists"),
@@ -108,7 +108,7 @@ impl Simulator {
                 ));
             }
         };
-        let nodes = self.fleet.managed_nodes(&call.region, &instance_ids).await.map_err(ec2_unavailable)?;
+        let nodes = self.fleet.managed_nodes(&call.scope(), &instance_ids).await.map_err(ec2_unavailable)?;
         let unmanaged: Vec<&String> = instance_ids.iter().filter(|id| !nodes.iter().any(|n| &n.instance_id == *id)).collect();
         if !unmanaged.is_empty() {
             return Err(ApiError::client(
@@ -141,10 +141,10 @@ impl Simulator {
         let working_directory = string_list(output["Command"]["Parameters"].get("workingDirectory")).into_iter().next();
         for instance_id in instance_ids {
             let sim = Arc::clone(self);
-            let (command_id, region) = (command_id.clone(), call.region.clone());
+            let (command_id, scope) = (command_id.clone(), call.scope());
             let (commands, working_directory) = (commands.clone(), working_directory.clone());
             tokio::spawn(async move {
-                sim.deliver(region, command_id, instance_id, commands, working_directory, delivery_timeout, execution_timeout).await;
+                sim.deliver(scope, command_id, instance_id, commands, working_directory, delivery_timeout, execution_timeout).await;
             });
         }
         let store = self.store.lock().unwrap();
@@ -156,7 +156,7 @@ impl Simulator {
     #[allow(clippy::too_many_arguments)]
     async fn deliver(
         self: Arc<Self>,
-        region: String,
+        scope: Scope,
         command_id: String,
         instance_id: String,
         commands: Vec<String>,
@@ -173,7 +173,7 @@ impl Simulator {
             if *cancel.borrow() {
                 return self.finish(&key, Status::Cancelled, "Cancelled", -1, b"", b"");
             }
-            if let Ok(Some(node)) = self.fleet.managed_node(&region, &instance_id).await
+            if let Ok(Some(node)) = self.fleet.managed_node(&scope, &instance_id).await
                 && node.ping == Ping::Online
             {
                 break node;
@@ -193,7 +193,7 @@ impl Simulator {
                 // The invocation stays Pending while the guest boots, as a command waits for an agent that is
                 // still starting; a guest that cannot boot fails it with the reason and the console's end.
                 tokio::select! {
-                    guest = self.vms.ensure(&instance_id, &region, &kernel_args, memory_mib) => match guest {
+                    guest = self.vms.ensure(&instance_id, &scope, &kernel_args, memory_mib) => match guest {
                         Ok(guest) => Some(guest),
                         Err(error) => {
                             let message = format!("failed to run commands: {error:#}");
@@ -374,7 +374,7 @@ impl Simulator {
                 other => return Err(ApiError::client("InvalidInstanceInformationFilterValue", format!("filter key {other} is not supported by the SSM simulator"))),
             }
         }
-        let nodes = self.fleet.managed_nodes(&call.region, &wanted_ids).await.map_err(ec2_unavailable)?;
+        let nodes = self.fleet.managed_nodes(&call.scope(), &wanted_ids).await.map_err(ec2_unavailable)?;
         let now = epoch(Utc::now());
         let list: Vec<Value> = nodes
             .into_iter()

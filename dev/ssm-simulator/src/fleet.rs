@@ -55,65 +55,107 @@ pub struct ManagedNode {
     pub backing: Backing,
 }
 
+/// Where instances are looked up: a region, in the account of the caller whose access key is given. SSM only
+/// ever shows a caller the managed nodes of its own account. A role session's key is in the role's account,
+/// which moto knows (dev/moto-server lists its sessions); any other key is in moto's default account.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Scope {
+    pub region: String,
+    /// None: the simulator's own account (moto's default).
+    pub access_key: Option<String>,
+}
+
+/// moto's header naming the account a request acts in (its server mode's multi-account switch).
+const ACCOUNT_HEADER: &str = "x-moto-account-id";
+
 pub struct Fleet {
     base: aws_config::SdkConfig,
     endpoint: String,
+    http: reqwest::Client,
+    /// Access key ID -> account, for role sessions moto has issued (a session's account never changes).
+    accounts: std::sync::Mutex<HashMap<String, String>>,
 }
 
 impl Fleet {
     pub async fn new(endpoint: &str) -> Self {
         let base = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
-        Fleet { base, endpoint: endpoint.to_string() }
+        Fleet { base, endpoint: endpoint.to_string(), http: reqwest::Client::new(), accounts: Default::default() }
     }
 
-    fn client(&self, region: &str) -> aws_sdk_ec2::Client {
+    fn client(&self, scope: &Scope) -> aws_sdk_ec2::Client {
         let config = aws_sdk_ec2::config::Builder::from(&self.base)
             .endpoint_url(&self.endpoint)
-            .region(aws_sdk_ec2::config::Region::new(region.to_string()))
-            .build();
-        aws_sdk_ec2::Client::from_conf(config)
+            .region(aws_sdk_ec2::config::Region::new(scope.region.clone()));
+        aws_sdk_ec2::Client::from_conf(config.build())
+    }
+
+    /// The account of a role session's key, asked of moto once; None for any other key.
+    async fn account_of(&self, scope: &Scope) -> anyhow::Result<Option<String>> {
+        let Some(key) = &scope.access_key else { return Ok(None) };
+        if let Some(account) = self.accounts.lock().unwrap().get(key) {
+            return Ok(Some(account.clone()));
+        }
+        let body = self.http.get(format!("{}/_moto-server/sts-sessions", self.endpoint)).send().await?.error_for_status()?.bytes().await?;
+        let sessions: Vec<serde_json::Value> = serde_json::from_slice(&body)?;
+        let mut accounts = self.accounts.lock().unwrap();
+        for session in &sessions {
+            if let (Some(k), Some(a)) = (session["accessKeyId"].as_str(), session["account"].as_str()) {
+                accounts.insert(k.to_string(), a.to_string());
+            }
+        }
+        Ok(accounts.get(key).cloned())
+    }
+
+    /// Every instance DescribeInstances gives for `instance_ids` (a filter: unknown IDs are simply absent
+    /// instead of failing the call; all instances when empty), in the scope's account.
+    async fn instances(&self, scope: &Scope, instance_ids: &[String]) -> anyhow::Result<Vec<Instance>> {
+        let account = self.account_of(scope).await?;
+        let client = self.client(scope);
+        let mut instances = Vec::new();
+        let mut next_token: Option<String> = None;
+        loop {
+            let mut request = client.describe_instances().set_next_token(next_token.take());
+            if !instance_ids.is_empty() {
+                request = request.filters(Filter::builder().name("instance-id").set_values(Some(instance_ids.to_vec())).build());
+            }
+            let account = account.clone();
+            let page = request
+                .customize()
+                .mutate_request(move |r| {
+                    if let Some(account) = &account {
+                        r.headers_mut().insert(ACCOUNT_HEADER, account.clone());
+                    }
+                })
+                .send()
+                .await?;
+            instances.extend(page.reservations().iter().flat_map(|r| r.instances().iter().cloned()));
+            match page.next_token() {
+                Some(token) if !token.is_empty() => next_token = Some(token.to_string()),
+                _ => return Ok(instances),
+            }
+        }
     }
 
     /// Managed nodes among `instance_ids` (all instances in the region when empty), in request order.
-    pub async fn managed_nodes(&self, region: &str, instance_ids: &[String]) -> anyhow::Result<Vec<ManagedNode>> {
-        let mut request = self.client(region).describe_instances();
-        if !instance_ids.is_empty() {
-            // A filter rather than InstanceIds: unknown IDs are simply absent instead of failing the whole call.
-            request = request.filters(Filter::builder().name("instance-id").set_values(Some(instance_ids.to_vec())).build());
-        }
-        let mut nodes = Vec::new();
-        let mut pages = request.into_paginator().send();
-        while let Some(page) = pages.next().await {
-            for reservation in page?.reservations() {
-                nodes.extend(reservation.instances().iter().filter_map(managed_node));
-            }
-        }
+    pub async fn managed_nodes(&self, scope: &Scope, instance_ids: &[String]) -> anyhow::Result<Vec<ManagedNode>> {
+        let mut nodes: Vec<ManagedNode> = self.instances(scope, instance_ids).await?.iter().filter_map(managed_node).collect();
         if !instance_ids.is_empty() {
             nodes.sort_by_key(|n| instance_ids.iter().position(|id| id == &n.instance_id));
         }
         Ok(nodes)
     }
 
-    pub async fn managed_node(&self, region: &str, instance_id: &str) -> anyhow::Result<Option<ManagedNode>> {
-        Ok(self.managed_nodes(region, &[instance_id.to_string()]).await?.into_iter().next())
+    pub async fn managed_node(&self, scope: &Scope, instance_id: &str) -> anyhow::Result<Option<ManagedNode>> {
+        Ok(self.managed_nodes(scope, &[instance_id.to_string()]).await?.into_iter().next())
     }
 
     /// The EC2 state of each of `instance_ids` that still exists (moto forgets terminated instances after a
     /// while: absent means gone).
-    pub async fn instance_states(&self, region: &str, instance_ids: &[String]) -> anyhow::Result<HashMap<String, InstanceStateName>> {
-        let request = self
-            .client(region)
-            .describe_instances()
-            .filters(Filter::builder().name("instance-id").set_values(Some(instance_ids.to_vec())).build());
+    pub async fn instance_states(&self, scope: &Scope, instance_ids: &[String]) -> anyhow::Result<HashMap<String, InstanceStateName>> {
         let mut states = HashMap::new();
-        let mut pages = request.into_paginator().send();
-        while let Some(page) = pages.next().await {
-            for reservation in page?.reservations() {
-                for instance in reservation.instances() {
-                    if let (Some(id), Some(state)) = (instance.instance_id(), instance.state().and_then(|s| s.name())) {
-                        states.insert(id.to_string(), state.clone());
-                    }
-                }
+        for instance in self.instances(scope, instance_ids).await? {
+            if let (Some(id), Some(state)) = (instance.instance_id(), instance.state().and_then(|s| s.name())) {
+                states.insert(id.to_string(), state.clone());
             }
         }
         Ok(states)

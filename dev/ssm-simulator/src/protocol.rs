@@ -30,13 +30,22 @@ impl ApiError {
 /// What every operation gets besides its body: the region the caller signed for.
 pub struct Call {
     pub region: String,
+    /// The caller's access key ID, from the signature's credential scope.
+    pub access_key: Option<String>,
+}
+
+impl Call {
+    /// Where this caller's instances are: its region, in its account.
+    pub fn scope(&self) -> crate::fleet::Scope {
+        crate::fleet::Scope { region: self.region.clone(), access_key: self.access_key.clone() }
+    }
 }
 
 pub async fn handle(State(sim): State<Arc<Simulator>>, headers: HeaderMap, body: Bytes) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
     let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default();
     let operation = target.strip_prefix("AmazonSSM.").unwrap_or(target).to_string();
-    let call = Call { region: signed_region(&headers).unwrap_or_else(|| sim.default_region().to_string()) };
+    let call = Call { region: signed_region(&headers).unwrap_or_else(|| sim.default_region().to_string()), access_key: crate::deny::access_key(&headers) };
     let input: Value = if body.is_empty() {
         json!({})
     } else {

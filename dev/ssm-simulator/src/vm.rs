@@ -58,7 +58,8 @@ enum Boot {
 /// One running (or booting) QEMU guest.
 pub struct Guest {
     instance_id: String,
-    region: String,
+    /// Where its instance is, to see whether it still runs.
+    scope: crate::fleet::Scope,
     pid: u32,
     vm_dir: PathBuf,
     spool: PathBuf,
@@ -144,7 +145,7 @@ impl Vms {
 
     /// The instance's guest, booted first if it is not running. Tags are read at boot, as instance attributes
     /// are at launch: a running guest keeps the kernel arguments and memory it booted with.
-    pub async fn ensure(&self, instance_id: &str, region: &str, kernel_args: &str, memory_mib: Option<u32>) -> anyhow::Result<Arc<Guest>> {
+    pub async fn ensure(&self, instance_id: &str, scope: &crate::fleet::Scope, kernel_args: &str, memory_mib: Option<u32>) -> anyhow::Result<Arc<Guest>> {
         let config = self.config.as_ref().ok_or_else(|| {
             anyhow!(
                 "instance {instance_id} is tagged ssm-simulator:target=qemu, but this simulator runs without the VM tier \
@@ -157,7 +158,7 @@ impl Vms {
                 Some(guest) if guest.usable() => Arc::clone(guest),
                 _ => {
                     let memory_mib = memory_mib.unwrap_or(config.default_memory_mib);
-                    let guest = self.boot(config, instance_id, region, kernel_args, memory_mib)?;
+                    let guest = self.boot(config, instance_id, scope, kernel_args, memory_mib)?;
                     guests.insert(instance_id.to_string(), Arc::clone(&guest));
                     guest
                 }
@@ -167,7 +168,7 @@ impl Vms {
         Ok(guest)
     }
 
-    fn boot(&self, config: &Config, instance_id: &str, region: &str, kernel_args: &str, memory_mib: u32) -> anyhow::Result<Arc<Guest>> {
+    fn boot(&self, config: &Config, instance_id: &str, scope: &crate::fleet::Scope, kernel_args: &str, memory_mib: u32) -> anyhow::Result<Arc<Guest>> {
         let instance_dir = self.state_dir.join("instances").join(instance_id);
         let vm_dir = instance_dir.join("vm");
         let spool = vm_dir.join("spool");
@@ -277,7 +278,7 @@ impl Vms {
         let (boot_tx, boot_rx) = watch::channel(Boot::Booting);
         let guest = Arc::new(Guest {
             instance_id: instance_id.to_string(),
-            region: region.to_string(),
+            scope: scope.clone(),
             pid,
             vm_dir,
             spool,
@@ -349,10 +350,10 @@ impl Vms {
         })
     }
 
-    /// Instances with a guest (booting or running), and their regions.
-    pub fn running(&self) -> Vec<(String, String)> {
+    /// Instances with a guest (booting or running), and where they are.
+    pub fn running(&self) -> Vec<(String, crate::fleet::Scope)> {
         let guests = self.guests.lock().unwrap();
-        guests.values().filter(|g| g.exit_status().is_none()).map(|g| (g.instance_id.clone(), g.region.clone())).collect()
+        guests.values().filter(|g| g.exit_status().is_none()).map(|g| (g.instance_id.clone(), g.scope.clone())).collect()
     }
 
     pub async fn stop(&self, instance_id: &str, reason: &str) {

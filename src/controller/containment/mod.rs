@@ -25,7 +25,7 @@ use super::{
 use crate::{
     api::{ForensicCaptureStatus, IsolationRecord},
     aws::{
-        AwsError, RegionClients,
+        AwsError, CaptureClients,
         ec2::{Ec2Api, InstanceInfo},
     },
 };
@@ -96,7 +96,7 @@ impl Apply<'_, '_> {
 pub struct Restore<'a> {
     pub record: &'a IsolationRecord,
     pub instance_id: &'a str,
-    pub aws: &'a RegionClients,
+    pub aws: &'a CaptureClients,
 }
 
 impl Restore<'_> {
