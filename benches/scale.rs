@@ -99,8 +99,10 @@ async fn run(label: &str, n: usize, spec: &str, memory: bool) {
         let list = env.captures().list(&Default::default()).await.unwrap().items;
         own_requests += 1.0;
         let done = list.iter().filter(|c| c.status.as_ref().is_some_and(|s| s.completed_at.is_some())).count();
-        for mark in marks.iter().filter(|m| done >= **m && !rss_samples.iter().any(|(at, _)| at == *m)) {
-            rss_samples.push((*mark, rss_kib(pid, "VmRSS:")));
+        for &mark in &marks {
+            if done >= mark && !rss_samples.iter().any(|(at, _)| *at == mark) {
+                rss_samples.push((mark, rss_kib(pid, "VmRSS:")));
+            }
         }
         if last_progress.elapsed() >= Duration::from_secs(30) {
             last_progress = Instant::now();
