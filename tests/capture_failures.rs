@@ -149,7 +149,10 @@ async fn command_failure_and_timeout_are_reported_with_the_command() {
     let s3 = stack.s3().await;
     s3.put_object().bucket(&env.bucket).key("tools/avml-failing").body(failing.into()).send().await.unwrap();
     env.avml_uri = format!("s3://{}/tools/avml-failing", env.bucket);
-    // The volatile script cannot finish in one second: the execution timeout ends it.
+    // A collector that hangs, as `who` does on a locked utmp or `lsof` on a dead NFS mount: the volatile script
+    // cannot finish within its one-second execution timeout however fast the machine (it once finished in time
+    // on an idle one), so the timeout ends it.
+    hang_collector(&instance, "who");
     let mut controller_env = env.controller_env();
     controller_env.push(("FC_VOLATILE_TIMEOUT_SECONDS", "1".into()));
     let _controller = support::controller::ControllerProcess::start(&controller_env, &format!("{}-cmdfail", env.namespace));
@@ -161,6 +164,19 @@ async fn command_failure_and_timeout_are_reported_with_the_command() {
     let (state, reason, message) = step(&capture, "memory");
     assert_eq!((state, reason.as_str()), (StepState::Failed, "AcquisitionFailed"), "{message}");
     assert!(message.contains("kernel lockdown") && message.contains(&instance), "{message}");
+}
+
+/// Puts a `tool` that never returns first on the instance agent's PATH (the simulator's sandbox sees the host's
+/// root read-only, the instance's directory included).
+fn hang_collector(instance_id: &str, tool: &str) {
+    let dir = support::stack().ssm_state_dir().join("instances").join(instance_id);
+    let bin = dir.join("hung-tools");
+    std::fs::create_dir_all(&bin).unwrap();
+    let path = bin.join(tool);
+    std::fs::write(&path, "#!/bin/sh\nexec sleep 600\n").unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let search = format!("PATH={}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n", bin.display());
+    std::fs::write(dir.join("agent.env"), search).unwrap();
 }
 
 #[tokio::test]
