@@ -136,3 +136,117 @@ async fn assume_role_keeps_and_validates_source_identity_and_session_tags() {
     }
     assert_eq!(refused(too_many.send().await).0, "ValidationError", "at most 50 session tags");
 }
+
+/// The error code of a refused EC2 call (panics if EC2 accepted it).
+fn ec2_refusal<T: std::fmt::Debug, E: aws_sdk_ec2::error::ProvideErrorMetadata + std::fmt::Debug>(
+    result: Result<T, aws_sdk_ec2::error::SdkError<E, aws_sdk_ec2::config::http::HttpResponse>>,
+) -> (String, String) {
+    use aws_sdk_ec2::error::ProvideErrorMetadata;
+    let error = result.expect_err("EC2 accepts it");
+    (error.code().unwrap_or_default().to_string(), error.message().unwrap_or_default().to_string())
+}
+
+async fn described_snapshot(ec2: &aws_sdk_ec2::Client, id: &str) -> aws_sdk_ec2::types::Snapshot {
+    let found = ec2.describe_snapshots().snapshot_ids(id).send().await.expect("DescribeSnapshots");
+    found.snapshots().first().cloned().expect("the snapshot is described")
+}
+
+/// dev/moto-server's fix 6: a snapshot keeps its volume's KMS key; one under the AWS managed key for EBS cannot be
+/// shared; another account copies only what was shared with it, into its own account and Region, encrypted with
+/// the key it names, tagged as asked.
+#[tokio::test]
+async fn snapshots_are_shared_and_copied_across_accounts_as_ec2_allows() {
+    use aws_sdk_ec2::types::{CreateVolumePermission, CreateVolumePermissionModifications, OperationType, SnapshotAttributeName};
+    let stack = support::stack();
+    let (account_b, account_c) = ("333344445555", "666677778888");
+    let region_b = stack.region().to_string();
+    let region_c = if region_b == "eu-central-1" { "eu-west-1" } else { "eu-central-1" };
+    let config_b = stack.aws_in(account_b).await;
+    let config_c = stack.aws_in(account_c).await.to_builder().region(aws_config::Region::new(region_c)).build();
+    let (ec2_b, kms_b) = (aws_sdk_ec2::Client::new(&config_b), aws_sdk_kms::Client::new(&config_b));
+    let (ec2_c, kms_c) = (aws_sdk_ec2::Client::new(&config_c), aws_sdk_kms::Client::new(&config_c));
+
+    // B: an encrypted volume with the default key, and its snapshot.
+    let volume = ec2_b.create_volume().availability_zone(format!("{region_b}a")).size(1).encrypted(true).send().await.expect("CreateVolume");
+    let snapshot = ec2_b.create_snapshot().volume_id(volume.volume_id().unwrap()).description("evidence").send().await.expect("CreateSnapshot");
+    let snapshot_id = snapshot.snapshot_id().unwrap().to_string();
+    let managed = kms_b.describe_key().key_id("alias/aws/ebs").send().await.expect("B's AWS managed key for EBS");
+    let managed_arn = managed.key_metadata().and_then(|k| k.arn()).unwrap().to_string();
+    let described = described_snapshot(&ec2_b, &snapshot_id).await;
+    assert_eq!(described.encrypted(), Some(true));
+    assert_eq!(described.kms_key_id(), Some(managed_arn.as_str()), "the snapshot keeps the volume's key");
+
+    let share = |id: &str, operation: OperationType| {
+        ec2_b
+            .modify_snapshot_attribute()
+            .snapshot_id(id)
+            .attribute(SnapshotAttributeName::CreateVolumePermission)
+            .operation_type(operation)
+            .user_ids(account_c)
+            .send()
+    };
+    let (code, message) = ec2_refusal(share(&snapshot_id, OperationType::Add).await);
+    assert_eq!(code, "OperationNotPermitted", "{message}");
+    assert!(message.contains("EBS default key"), "{message}");
+    share(&snapshot_id, OperationType::Remove).await.expect("removing a permission is always allowed");
+
+    let copy_into_c = |source: &str, key: Option<&str>| {
+        let mut copy = ec2_c.copy_snapshot().source_region(&region_b).source_snapshot_id(source).description("evidence, in C");
+        if let Some(key) = key {
+            copy = copy.encrypted(true).kms_key_id(key);
+        }
+        copy.tag_specifications(
+            TagSpecification::builder().resource_type(ResourceType::Snapshot).tags(Tag::builder().key("case").value("INC-6").build()).build(),
+        )
+        .send()
+    };
+    let (code, message) = ec2_refusal(copy_into_c(&snapshot_id, None).await);
+    assert_eq!(code, "InvalidSnapshot.NotFound", "C cannot copy what B did not share: {message}");
+
+    // B re-encrypts a copy with a customer managed key, and shares that.
+    let key_b = kms_b.create_key().description("shareable evidence").send().await.expect("CreateKey in B");
+    let key_b = key_b.key_metadata().and_then(|k| k.arn()).unwrap().to_string();
+    let copy_in_b = |encrypted: bool| {
+        ec2_b.copy_snapshot().source_region(&region_b).source_snapshot_id(&snapshot_id).kms_key_id(&key_b).set_encrypted(encrypted.then_some(true)).send()
+    };
+    let (code, message) = ec2_refusal(copy_in_b(false).await);
+    assert_eq!(code, "InvalidParameterDependency", "KmsKeyId needs Encrypted: {message}");
+    let shareable = copy_in_b(true).await.expect("CopySnapshot in B").snapshot_id().unwrap().to_string();
+    let described = described_snapshot(&ec2_b, &shareable).await;
+    assert_eq!((described.owner_id(), described.kms_key_id()), (Some(account_b), Some(key_b.as_str())));
+    ec2_b
+        .modify_snapshot_attribute()
+        .snapshot_id(&shareable)
+        .create_volume_permission(
+            CreateVolumePermissionModifications::builder().add(CreateVolumePermission::builder().user_id(account_c).build()).build(),
+        )
+        .send()
+        .await
+        .expect("a snapshot under a customer managed key is shared");
+    let permissions = ec2_b
+        .describe_snapshot_attribute()
+        .snapshot_id(&shareable)
+        .attribute(SnapshotAttributeName::CreateVolumePermission)
+        .send()
+        .await
+        .unwrap();
+    let shared_with: Vec<_> = permissions.create_volume_permissions().iter().filter_map(|p| p.user_id()).collect();
+    assert_eq!(shared_with, vec![account_c]);
+
+    // C copies it into its own Region with its own key.
+    let key_c = kms_c.create_key().description("C's evidence").send().await.expect("CreateKey in C");
+    let key_c = key_c.key_metadata().and_then(|k| k.arn()).unwrap().to_string();
+    assert!(key_c.contains(&format!(":{region_c}:{account_c}:")), "{key_c}");
+    let copied = copy_into_c(&shareable, Some(&key_c)).await.expect("C copies the shared snapshot");
+    assert_eq!(copied.tags().iter().map(|t| (t.key(), t.value())).collect::<Vec<_>>(), vec![(Some("case"), Some("INC-6"))]);
+    let in_c = described_snapshot(&ec2_c, copied.snapshot_id().unwrap()).await;
+    assert_eq!(in_c.owner_id(), Some(account_c), "the copy belongs to C");
+    assert_eq!((in_c.encrypted(), in_c.kms_key_id()), (Some(true), Some(key_c.as_str())), "encrypted with C's key");
+    assert_eq!(in_c.description(), Some("evidence, in C"));
+    assert_eq!(in_c.tags().iter().map(|t| (t.key(), t.value())).collect::<Vec<_>>(), vec![(Some("case"), Some("INC-6"))]);
+    assert!(ec2_b.describe_snapshots().snapshot_ids(copied.snapshot_id().unwrap()).send().await.is_err(), "the copy is not B's");
+
+    share(&shareable, OperationType::Remove).await.expect("B stops sharing");
+    let (code, message) = ec2_refusal(copy_into_c(&shareable, Some(&key_c)).await);
+    assert_eq!(code, "InvalidSnapshot.NotFound", "an unshared snapshot cannot be copied: {message}");
+}
