@@ -38,6 +38,11 @@ enum Command {
         /// Use path-style S3 addressing (S3-compatible endpoints).
         #[arg(long, env = "FC_S3_FORCE_PATH_STYLE", default_value_t = false)]
         s3_force_path_style: bool,
+        /// A read-only role to describe one account's snapshots through, as ACCOUNT=ROLE_ARN (repeatable or
+        /// comma-separated): the workload account of a cross-account capture, the forensic account of its
+        /// copies. Snapshots in accounts without one are described with your own identity.
+        #[arg(long = "account-role", env = "FC_VERIFY_ACCOUNT_ROLES", value_delimiter = ',')]
+        account_roles: Vec<forensic_capture::controller::accounts_config::TargetRole>,
     },
     /// Build Volatility 3 symbols (an ISF) from a capture's symbols.tar.gz, offline, as the controller does at
     /// capture time: for captures whose symbols were not built then, or to rebuild them for review. Prints
@@ -63,13 +68,19 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&isf.summary).expect("summary serializes"));
             eprintln!("wrote {}", output.display());
         }
-        Command::Verify { target, require_signature, s3_force_path_style } => {
+        Command::Verify { target, require_signature, s3_force_path_style, account_roles } => {
             let (manifest, mut expect) = verify_target(&target).await?;
             expect.require_signature |= require_signature;
             let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
             let options = forensic_capture::aws::clients::ClientOptions { s3_force_path_style, presign_role_arn: None, observe: None, pacer: None, credentials: None };
             let clients = forensic_capture::aws::RegionClients::new(&aws, None, &options);
-            let readers = forensic_capture::verify::Readers { store: &clients.store, ec2: &clients.ec2.0, kms: &clients.kms.0 };
+            let readers = forensic_capture::verify::Readers {
+                store: &clients.store,
+                ec2: &clients.ec2.0,
+                kms: &clients.kms.0,
+                sts: &clients.store.sts,
+                account_roles: account_roles.into_iter().map(|r| (r.account, r.role_arn)).collect(),
+            };
             let report = forensic_capture::verify::verify(&readers, &manifest, &expect).await.map_err(anyhow::Error::msg)?;
             for f in &report.findings {
                 println!("{} {:<22} {} {}", if f.ok { "OK  " } else { "FAIL" }, f.name, f.uri, f.detail);

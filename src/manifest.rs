@@ -148,6 +148,7 @@ mod tests {
             lock: None,
             key_id: None,
             image: None,
+            copy: None,
         });
         capture.status = Some(status.clone());
         let manifest = build(&capture, &status, "0.1.0", &[("forensic-capture.dev/capture-uid".into(), "u-1".into())]);

@@ -8,7 +8,7 @@
 
 use crate::api::{
     AcquisitionFailurePolicy, ForensicCaptureSpec, ForensicCaptureStatus, Group, Needs, Phase, Reason, Step, StepRecord, StepState,
-    conditions::{ACQUIRED, Desired, FAILED, ISOLATED, READY, SNAPSHOTTED},
+    conditions::{ACQUIRED, Desired, FAILED, FORENSIC_COPIED, ISOLATED, READY, SNAPSHOTTED},
 };
 
 fn state(step: Step, status: &ForensicCaptureStatus) -> Option<StepState> {
@@ -96,6 +96,13 @@ pub fn next_action(spec: &ForensicCaptureSpec, status: &ForensicCaptureStatus, s
             );
         }
     }
+    if first == Step::ForensicCopy && state(Step::Disk, status) != Some(StepState::Succeeded) {
+        return skip(
+            first,
+            Reason::NoSnapshotsToCopy,
+            format!("instance {}: the disk step did not complete, so there are no snapshots to copy to the forensic account", target.instance_id),
+        );
+    }
     if info.group == Group::Isolated {
         if let (Some(record), AcquisitionFailurePolicy::Hold) = (acquisition_failure(spec, status), spec.steps.isolation.on_acquisition_failure) {
             return skip(
@@ -147,6 +154,7 @@ fn group_condition(group: Group, spec: &ForensicCaptureSpec, status: &ForensicCa
         Group::Acquired => (ACQUIRED, Reason::Acquired),
         Group::Snapshotted => (SNAPSHOTTED, Reason::Snapshotted),
         Group::Isolated => (ISOLATED, Reason::Isolated),
+        Group::HandedOver => (FORENSIC_COPIED, Reason::ForensicCopied),
     };
     let requested: Vec<Step> = Step::ALL.iter().copied().filter(|s| s.group() == group && s.enabled(spec)).collect();
     if requested.is_empty() {

@@ -48,6 +48,40 @@ pub struct Readers<'a> {
     pub store: &'a crate::aws::s3::SdkEvidenceStore,
     pub ec2: &'a aws_sdk_ec2::Client,
     pub kms: &'a aws_sdk_kms::Client,
+    pub sts: &'a aws_sdk_sts::Client,
+    /// A read-only role per account (--account-role): snapshots in that account (a workload account's
+    /// originals, a forensic account's copies) are described through it; others with the auditor's identity.
+    pub account_roles: std::collections::BTreeMap<String, String>,
+}
+
+impl Readers<'_> {
+    /// EC2 as seen from `account` (through its role, when one is given) in `region`.
+    async fn ec2_in(&self, account: Option<&str>, region: Option<&str>) -> Result<aws_sdk_ec2::Client, String> {
+        let mut config = self.ec2.config().to_builder();
+        if let Some(region) = region {
+            config = config.region(aws_sdk_ec2::config::Region::new(region.to_string()));
+        }
+        if let Some((account, role)) = account.and_then(|a| self.account_roles.get_key_value(a)) {
+            let assumed = self
+                .sts
+                .assume_role()
+                .role_arn(role)
+                .role_session_name("forensic-capture-verify")
+                .send()
+                .await
+                .map_err(|e| format!("UNVERIFIED: cannot assume {role} in account {account}: {}", AwsError::from_sdk("sts:AssumeRole", e)))?;
+            let c = assumed.credentials().ok_or_else(|| format!("UNVERIFIED: {role} gave no credentials"))?;
+            let credentials = aws_sdk_ec2::config::Credentials::new(
+                c.access_key_id(),
+                c.secret_access_key(),
+                Some(c.session_token().to_string()),
+                None,
+                "forensic-capture-verify",
+            );
+            config = config.credentials_provider(credentials);
+        }
+        Ok(aws_sdk_ec2::Client::from_conf(config.build()))
+    }
 }
 
 /// KMS Verify of a digest signature. Ok(false) when the signature does not match (KMS answers that with
@@ -96,12 +130,20 @@ pub async fn verify(readers: &Readers<'_>, manifest_uri: &str, expect: &Expectat
     findings.push(check_signature(readers, bucket, key, manifest_uri, &manifest_sha256, expect.require_signature).await);
     let manifest: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| format!("{manifest_uri} is not a manifest: {e}"))?;
     let uid = manifest["capture"]["uid"].as_str().unwrap_or_default().to_string();
+    // The originals are in the instance's account; a copy says where it is.
+    let instance_account = manifest["target"]["accountId"].as_str();
     for artifact in manifest["artifacts"].as_array().into_iter().flatten() {
         let name = artifact["name"].as_str().unwrap_or("?").to_string();
         let uri = artifact["uri"].as_str().unwrap_or_default().to_string();
         let (ok, detail) = match split_s3(&uri) {
             Some((bucket, key)) => check_object(readers.store, bucket, key, artifact).await,
-            None => check_snapshot(readers.ec2, &uri, &uid).await,
+            None => {
+                let account = if artifact["copy"].is_object() { artifact["copy"]["accountId"].as_str() } else { instance_account };
+                match readers.ec2_in(account, crate::aws::clients::region_of_arn(&uri)).await {
+                    Ok(ec2) => check_snapshot(&ec2, &uri, &uid, artifact).await,
+                    Err(detail) => (false, detail),
+                }
+            }
         };
         findings.push(Finding { name, uri, ok, detail });
     }
@@ -161,29 +203,36 @@ async fn check_object(store: &crate::aws::s3::SdkEvidenceStore, bucket: &str, ke
     }
 }
 
-async fn check_snapshot(ec2: &aws_sdk_ec2::Client, arn: &str, uid: &str) -> (bool, String) {
+/// A snapshot (looked for in the region its ARN names, by `ec2`'s account) must exist with the capture's tag;
+/// a copy must also hold the snapshot it says it copies, under the key it says.
+async fn check_snapshot(ec2: &aws_sdk_ec2::Client, arn: &str, uid: &str, artifact: &serde_json::Value) -> (bool, String) {
     let snapshot_id = arn.rsplit('/').next().unwrap_or_default();
-    // A snapshot is looked for in the region its ARN names.
-    let ec2 = match crate::aws::clients::region_of_arn(arn) {
-        Some(region) if ec2.config().region().map(|r| r.as_ref()) != Some(region) => {
-            aws_sdk_ec2::Client::from_conf(ec2.config().to_builder().region(aws_sdk_ec2::config::Region::new(region.to_string())).build())
-        }
-        _ => ec2.clone(),
-    };
-    match ec2.describe_snapshots().snapshot_ids(snapshot_id).send().await {
+    let s = match ec2.describe_snapshots().snapshot_ids(snapshot_id).send().await {
         Ok(found) => match found.snapshots().first() {
-            Some(s) => {
-                let tagged = s.tags().iter().any(|t| t.key() == Some(tags::CAPTURE_UID) && t.value() == Some(uid));
-                if tagged {
-                    (true, format!("snapshot {snapshot_id} exists, state {}", s.state().map(|s| s.as_str()).unwrap_or("?")))
-                } else {
-                    (false, format!("MISMATCH: snapshot {snapshot_id} lacks the tag {}={uid}", tags::CAPTURE_UID))
-                }
-            }
-            None => (false, format!("MISSING: snapshot {snapshot_id} not found")),
+            Some(s) => s.clone(),
+            None => return (false, format!("MISSING: snapshot {snapshot_id} not found")),
         },
-        Err(e) => (false, missing(AwsError::from_sdk("ec2:DescribeSnapshots", e))),
+        Err(e) => return (false, missing(AwsError::from_sdk("ec2:DescribeSnapshots", e))),
+    };
+    let tag = |key: &str| s.tags().iter().find(|t| t.key() == Some(key)).and_then(|t| t.value()).map(str::to_string);
+    if tag(tags::CAPTURE_UID).as_deref() != Some(uid) {
+        return (false, format!("MISMATCH: snapshot {snapshot_id} lacks the tag {}={uid}", tags::CAPTURE_UID));
     }
+    let state = s.state().map(|s| s.as_str()).unwrap_or("?");
+    let copy = &artifact["copy"];
+    if !copy.is_object() {
+        return (true, format!("snapshot {snapshot_id} exists, state {state}"));
+    }
+    let source = copy["sourceSnapshotId"].as_str().unwrap_or_default();
+    if tag(crate::aws::snapshot_copy::tags::COPY_OF).as_deref() != Some(source) {
+        return (false, format!("MISMATCH: snapshot {snapshot_id} is not tagged as a copy of {source}"));
+    }
+    let key = copy["kmsKeyId"].as_str();
+    if s.encrypted() != Some(true) || s.kms_key_id() != key {
+        return (false, format!("MISMATCH: copy {snapshot_id} is under key {:?}, the manifest says {key:?}", s.kms_key_id()));
+    }
+    let owner = s.owner_id().unwrap_or("?");
+    (true, format!("copy {snapshot_id} of {source} exists in account {owner}, state {state}, key {}", key.unwrap_or("?")))
 }
 
 fn missing(e: AwsError) -> String {

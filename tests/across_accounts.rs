@@ -265,3 +265,194 @@ async fn an_instance_that_is_not_in_the_named_account_is_not_found_there_naming_
     assert!(failed.message.contains(&format!("account {ACCOUNT_B}")) && failed.message.contains(&instance), "{}", failed.message);
     assert!(status.artifacts.is_empty() && status.isolation.is_none(), "{status:#?}");
 }
+
+const ACCOUNT_C: &str = "666677778888";
+
+/// An instance in `ec2`'s account whose root volume is encrypted with the account's AWS managed key for EBS
+/// (which EC2 never shares) and whose data volume is not encrypted.
+async fn instance_with_an_encrypted_root(ec2: &aws_sdk_ec2::Client) -> String {
+    use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice, InstanceType};
+    let vpc = ec2.create_vpc().cidr_block("10.40.0.0/16").send().await.unwrap().vpc().and_then(|v| v.vpc_id()).unwrap().to_string();
+    let subnet = ec2.create_subnet().vpc_id(&vpc).cidr_block("10.40.1.0/24").send().await.unwrap().subnet().and_then(|s| s.subnet_id()).unwrap().to_string();
+    let disk = |device: &str, gib, encrypted| {
+        BlockDeviceMapping::builder().device_name(device).ebs(EbsBlockDevice::builder().volume_size(gib).encrypted(encrypted).delete_on_termination(true).build()).build()
+    };
+    let run = ec2
+        .run_instances()
+        .image_id(support::amazon_image(ec2, false).await)
+        .instance_type(InstanceType::T3Micro)
+        .min_count(1)
+        .max_count(1)
+        .subnet_id(subnet)
+        .block_device_mappings(disk("/dev/xvda", 8, true))
+        .block_device_mappings(disk("/dev/sdf", 4, false))
+        .send()
+        .await
+        .unwrap();
+    run.instances()[0].instance_id().unwrap().to_string()
+}
+
+fn config_in_region(config: &aws_config::SdkConfig, region: &str) -> aws_config::SdkConfig {
+    config.to_builder().region(aws_config::Region::new(region.to_string())).build()
+}
+
+async fn create_volume_permissions(ec2: &aws_sdk_ec2::Client, snapshot_id: &str) -> Vec<String> {
+    use aws_sdk_ec2::types::SnapshotAttributeName;
+    let attribute = ec2.describe_snapshot_attribute().snapshot_id(snapshot_id).attribute(SnapshotAttributeName::CreateVolumePermission).send().await.unwrap();
+    attribute.create_volume_permissions().iter().filter_map(|p| p.user_id().map(str::to_string)).collect()
+}
+
+/// The hand-over to a forensic account (C) in another region: the snapshot under B's AWS managed key is
+/// re-encrypted in B to the share key, shared with C, copied by C under C's key and unshared; the unencrypted
+/// one is shared and copied as it is. Every copy is recorded, tagged, and checked by `verify` through
+/// read-only roles in B and C.
+#[tokio::test]
+async fn snapshots_are_handed_to_a_forensic_account_under_its_key_with_every_intermediate_recorded() {
+    let stack = support::stack();
+    let home = stack.region().to_string();
+    let region_c = if home == "eu-central-1" { "eu-west-1" } else { "eu-central-1" };
+    let env = CaptureEnv::new("forensic-copy").await;
+    let config_b = stack.aws_in(ACCOUNT_B).await;
+    let config_c = config_in_region(&stack.aws_in(ACCOUNT_C).await, region_c);
+    let (ec2_b, ec2_c) = (aws_sdk_ec2::Client::new(&config_b), aws_sdk_ec2::Client::new(&config_c));
+    // C's key for the copies; its ARN is the share key too (its key policy would admit B to encrypt with it).
+    let key_c = aws_sdk_kms::Client::new(&config_c).create_key().description("forensic copies").send().await.unwrap();
+    let key_c = key_c.key_metadata().unwrap().arn().unwrap().to_string();
+    let id = instance_with_an_encrypted_root(&ec2_b).await;
+    set_instance_memory(&id, 9 * 1024 * 1024);
+
+    let mut vars = env.controller_env();
+    vars.push(("FC_FORENSIC_ACCOUNT_ID", ACCOUNT_C.into()));
+    vars.push(("FC_FORENSIC_REGION", region_c.into()));
+    let _controller = ControllerProcess::start(&vars, &format!("{}-forensic-copy", env.namespace));
+    // The spec names the key; the account and region come from the controller.
+    let spec = format!("  disk:\n    forensicCopy:\n      kmsKeyId: {key_c}\n");
+    env.apply(&capture_in("handover", &id, &format!("    accountId: \"{ACCOUNT_B}\"\n"), &spec)).await;
+    let capture = env.wait_completed("handover").await;
+    let status = capture.status.clone().unwrap();
+    let uid = capture.metadata.uid.clone().unwrap();
+    assert_eq!(status.phase, Some(Phase::Isolated), "{status:#?}");
+    assert!(step_states(&capture).values().all(|s| *s == StepState::Succeeded), "{:?}", step_states(&capture));
+    assert_eq!(step_states(&capture).get("forensicCopy"), Some(&StepState::Succeeded));
+    let copied = status.conditions.iter().find(|c| c.type_ == "ForensicCopied").expect("a ForensicCopied condition");
+    assert_eq!((copied.status.as_str(), copied.reason.as_str()), ("True", Reason::ForensicCopied.as_str()), "{copied:?}");
+
+    let originals: Vec<_> = status.artifacts.iter().filter(|a| a.kind == ArtifactType::EbsSnapshot).collect();
+    assert_eq!(originals.len(), 2, "{status:#?}");
+    let copies = |purpose: &str| -> Vec<_> {
+        status.artifacts.iter().filter(|a| a.kind == ArtifactType::EbsSnapshotCopy && a.copy.as_ref().unwrap().purpose == purpose).cloned().collect()
+    };
+    let (forensic, shareable) = (copies("Forensic"), copies("Shareable"));
+    assert_eq!(forensic.len(), 2, "one forensic copy per snapshot: {status:#?}");
+    assert_eq!(shareable.len(), 1, "only the snapshot under the AWS managed key is re-encrypted: {status:#?}");
+    let snapshot_id = |uri: &str| uri.rsplit('/').next().unwrap().to_string();
+
+    // B: the original under B's AWS managed key was never shared; its re-encrypted copy is under the share
+    // key, tagged, and no longer shared; the unencrypted original is no longer shared either.
+    let managed_b = aws_sdk_kms::Client::new(&config_b).describe_key().key_id("alias/aws/ebs").send().await.unwrap();
+    let managed_b = managed_b.key_metadata().unwrap().arn().unwrap().to_string();
+    for original in &originals {
+        let described = ec2_b.describe_snapshots().snapshot_ids(snapshot_id(&original.uri)).send().await.unwrap();
+        let described = &described.snapshots()[0];
+        if described.encrypted() == Some(true) {
+            assert_eq!(described.kms_key_id(), Some(managed_b.as_str()), "the root's snapshot is under B's AWS managed key");
+        }
+        assert!(create_volume_permissions(&ec2_b, &snapshot_id(&original.uri)).await.is_empty(), "{} is shared with nobody", original.uri);
+    }
+    let shareable = &shareable[0];
+    let shareable_copy = shareable.copy.as_ref().unwrap();
+    assert_eq!(shareable_copy.account_id.as_deref(), Some(ACCOUNT_B));
+    assert_eq!(shareable_copy.kms_key_id.as_deref(), Some(key_c.as_str()));
+    let in_b = ec2_b.describe_snapshots().snapshot_ids(snapshot_id(&shareable.uri)).send().await.unwrap();
+    let in_b = &in_b.snapshots()[0];
+    assert_eq!((in_b.owner_id(), in_b.kms_key_id()), (Some(ACCOUNT_B), Some(key_c.as_str())));
+    assert!(create_volume_permissions(&ec2_b, &snapshot_id(&shareable.uri)).await.is_empty(), "the share was removed");
+
+    // C: each copy is C's, in C's region, under C's key, tagged with the capture and the snapshot it holds.
+    for copy in &forensic {
+        let record = copy.copy.as_ref().unwrap();
+        assert_eq!((record.account_id.as_deref(), record.region.as_str()), (Some(ACCOUNT_C), region_c));
+        assert!(copy.uri.starts_with(&format!("arn:aws:ec2:{region_c}::snapshot/")), "{}", copy.uri);
+        assert!(record.share_removed_at.is_some(), "{record:?}");
+        assert!(originals.iter().any(|o| snapshot_id(&o.uri) == record.source_snapshot_id), "{record:?}");
+        let described = ec2_c.describe_snapshots().snapshot_ids(snapshot_id(&copy.uri)).send().await.unwrap();
+        let described = &described.snapshots()[0];
+        assert_eq!(described.owner_id(), Some(ACCOUNT_C));
+        assert_eq!((described.encrypted(), described.kms_key_id()), (Some(true), Some(key_c.as_str())));
+        let tags: BTreeMap<&str, &str> = described.tags().iter().filter_map(|t| Some((t.key()?, t.value()?))).collect();
+        assert_eq!(tags.get("forensic-capture.dev/capture-uid"), Some(&uid.as_str()));
+        assert_eq!(tags.get("forensic-capture.dev/copy-of"), Some(&record.source_snapshot_id.as_str()));
+        assert_eq!(tags.get("forensic-capture.dev/case-id"), Some(&"INC-4711"));
+    }
+    let from_shareable: Vec<_> = forensic.iter().filter_map(|c| c.copy.as_ref().unwrap().copied_from_snapshot_id.clone()).collect();
+    assert_eq!(from_shareable, vec![snapshot_id(&shareable.uri)], "the root's copy was made from its re-encrypted copy");
+
+    // The forensic account was reached through its role, in a session named after the capture.
+    let in_c: Vec<Value> = sessions().await.into_iter().filter(|s| s["account"] == ACCOUNT_C && s["sessionName"] == format!("forensic-capture-{uid}")).collect();
+    assert!(!in_c.is_empty(), "a session in C named after the capture");
+    assert!(in_c.iter().all(|s| s["roleArn"] == format!("arn:aws:iam::{ACCOUNT_C}:role/ForensicCaptureCopy") && s["sourceIdentity"] == REQUESTER));
+
+    // verify checks the originals in B and the copies in C through read-only roles there.
+    let manifest = status.artifacts.iter().find(|a| a.kind == ArtifactType::Manifest).unwrap().uri.clone();
+    let verify = |roles: &[String]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_forensic-capture"));
+        command.arg("verify").arg(&manifest);
+        for role in roles {
+            command.arg("--account-role").arg(role);
+        }
+        let output = command.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).envs(stack.vars()).env("FC_S3_FORCE_PATH_STYLE", "true").output().unwrap();
+        (output.status.success(), format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
+    };
+    let roles = [format!("{ACCOUNT_B}=arn:aws:iam::{ACCOUNT_B}:role/ForensicCaptureReadOnly"), format!("{ACCOUNT_C}=arn:aws:iam::{ACCOUNT_C}:role/ForensicCaptureReadOnly")];
+    let (ok, out) = verify(&roles);
+    assert!(ok, "{out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("OK") && l.contains(&format!("exists in account {ACCOUNT_C}"))).count(), 2, "{out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("OK") && l.contains(&format!("exists in account {ACCOUNT_B}"))).count(), 1, "{out}");
+    // Without the roles, the auditor's own account sees none of them.
+    let (ok, out) = verify(&[]);
+    assert!(!ok && out.lines().filter(|l| l.starts_with("FAIL") && l.contains("snapshot")).count() >= 5, "{out}");
+}
+
+/// Copies asked for with nothing to say where they go fail on their own, after containment, naming what is
+/// missing; a forensic account that is the instance's own gets its copies without any share.
+#[tokio::test]
+async fn copies_without_a_destination_fail_alone_and_copies_in_the_instances_own_account_need_no_share() {
+    let stack = support::stack();
+    let env = CaptureEnv::new("forensic-copy-own").await;
+    let ec2 = stack.ec2().await;
+    let own_account = support::iam::ACCOUNT_ID;
+    let key = aws_sdk_kms::Client::new(&stack.aws().await).create_key().description("copies").send().await.unwrap();
+    let key = key.key_metadata().unwrap().arn().unwrap().to_string();
+    let nowhere = support::run_instance(&ec2, 0, &[]).await.instance_id;
+    let own = instance_with_an_encrypted_root(&ec2).await;
+    for id in [&nowhere, &own] {
+        set_instance_memory(id, 9 * 1024 * 1024);
+    }
+    let _controller = env.start_controller("forensic-copy-own");
+    env.apply(&capture_in("nowhere", &nowhere, "", "  disk:\n    forensicCopy: {}\n")).await;
+    env.apply(&capture_in("own", &own, "", &format!("  disk:\n    forensicCopy:\n      accountId: \"{own_account}\"\n      kmsKeyId: {key}\n"))).await;
+
+    let capture = env.wait_completed("nowhere").await;
+    let status = capture.status.clone().unwrap();
+    let states = step_states(&capture);
+    assert_eq!((states["disk"], states["isolation"], states["forensicCopy"]), (StepState::Succeeded, StepState::Succeeded, StepState::Failed), "{states:?}");
+    let failed = status.conditions.iter().find(|c| c.type_ == "Failed").unwrap();
+    assert_eq!(failed.reason, Reason::ForensicCopyNotConfigured.as_str(), "{failed:?}");
+    assert!(failed.message.contains(&nowhere) && failed.message.contains("--forensic-account-id"), "{}", failed.message);
+    assert!(status.artifacts.iter().all(|a| a.kind != ArtifactType::EbsSnapshotCopy), "{status:#?}");
+
+    let capture = env.wait_completed("own").await;
+    let status = capture.status.clone().unwrap();
+    assert!(step_states(&capture).values().all(|s| *s == StepState::Succeeded), "{:?}", step_states(&capture));
+    let copies: Vec<_> = status.artifacts.iter().filter(|a| a.kind == ArtifactType::EbsSnapshotCopy).collect();
+    assert_eq!(copies.len(), 2, "two forensic copies, no shareable one: {status:#?}");
+    for copy in copies {
+        let record = copy.copy.as_ref().unwrap();
+        assert_eq!((record.purpose.as_str(), record.copied_from_snapshot_id.as_deref(), record.share_removed_at.as_ref()), ("Forensic", None, None), "{record:?}");
+        let described = ec2.describe_snapshots().snapshot_ids(copy.uri.rsplit('/').next().unwrap()).send().await.unwrap();
+        assert_eq!(described.snapshots()[0].kms_key_id(), Some(key.as_str()));
+    }
+    for original in status.artifacts.iter().filter(|a| a.kind == ArtifactType::EbsSnapshot) {
+        assert!(create_volume_permissions(&ec2, original.uri.rsplit('/').next().unwrap()).await.is_empty(), "nothing shared");
+    }
+}

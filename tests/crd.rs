@@ -74,6 +74,11 @@ async fn invalid_specs_are_rejected_with_a_specific_message() {
         .await;
         assert!(msg.contains("CIDR"), "{cidr}: {msg}");
     }
+    let target = json!({"instanceId": "i-0123456789abcdef0"});
+    let msg = rejected(&api, "copy-no-disk", json!({"caseId": "C", "target": target, "disk": {"enabled": false, "forensicCopy": {}}})).await;
+    assert!(msg.contains("forensicCopy copies the capture's snapshots: it needs disk.enabled"), "{msg}");
+    let msg = rejected(&api, "copy-account", json!({"caseId": "C", "target": target, "disk": {"forensicCopy": {"accountId": "6666"}}})).await;
+    assert!(msg.contains("spec.disk.forensicCopy.accountId"), "{msg}");
 }
 
 /// An ingress CIDR of prefix length 0 admits every address: isolation with it is no isolation, so the API server

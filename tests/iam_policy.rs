@@ -32,6 +32,7 @@ const ACTIONS_FOR: &[(&str, &[&str])] = &[
     ("s3:GetObjectLockConfiguration", &["s3:GetBucketObjectLockConfiguration"]),
     // Tags given at creation need ec2:CreateTags too.
     ("ec2:CreateSnapshots", &["ec2:CreateSnapshots", "ec2:CreateTags"]),
+    ("ec2:CopySnapshot", &["ec2:CopySnapshot", "ec2:CreateTags"]),
     ("ec2:CreateSecurityGroup", &["ec2:CreateSecurityGroup", "ec2:CreateTags"]),
     // A target-account session carries who asked (SourceIdentity) and the capture's tags; the presign
     // role's sessions carry neither, but the table is per operation, so the controller's policy grants these
@@ -282,6 +283,31 @@ fn target_role_policy_grants_exactly_the_calls_about_the_instance() {
     assert!(identity.is_empty(), "the target role must not reach evidence, keys or identities: {identity:?}");
 }
 
+/// The calls the controller makes in a forensic account, through its role: copies (and finding them again),
+/// and their locks. Sharing happens in the instance's account (src/aws/snapshot_share.rs).
+const IN_THE_FORENSIC_ACCOUNT: &[&str] = &["src/aws/snapshot_copy.rs", "src/aws/snapshot_lock.rs"];
+
+#[test]
+fn forensic_role_policy_grants_exactly_the_copies_and_their_locks_and_keys_only_through_ec2() {
+    let calls: Vec<&Call> = calls().iter().filter(|c| IN_THE_FORENSIC_ACCOUNT.contains(&c.file.as_str())).collect();
+    assert!(calls.iter().any(|c| c.operation == "ec2:CopySnapshot"), "the copy is made in {IN_THE_FORENSIC_ACCOUNT:?}");
+    let document = policy_document("forensic-role-policy.json");
+    let ec2: BTreeSet<String> = granted_in(&document).into_iter().filter(|a| a.starts_with("ec2:")).collect();
+    if let Some(difference) = difference(&needed(calls), &ec2) {
+        panic!("iam/forensic-role-policy.json vs the calls in the forensic account: {difference}");
+    }
+    // EBS uses the keys on the caller's behalf (CopySnapshot re-encrypts): the KMS grants are for EC2 only.
+    for file in ["forensic-role-policy.json", "target-role-share-key-policy.json"] {
+        for statement in policy_document(file)["Statement"].as_array().unwrap() {
+            if strings(&statement["Action"]).iter().any(|a| a.starts_with("kms:")) {
+                assert_eq!(statement["Condition"]["StringLike"]["kms:ViaService"], "ec2.*.amazonaws.com", "iam/{file}: {statement}");
+            }
+        }
+    }
+    let other: Vec<String> = granted_in(&document).into_iter().filter(|a| !a.starts_with("ec2:") && !a.starts_with("kms:")).collect();
+    assert!(other.is_empty(), "the forensic role reaches nothing but snapshots and their keys: {other:?}");
+}
+
 /// The actions of a policy document's Allow statements.
 fn granted_in(document: &serde_json::Value) -> BTreeSet<String> {
     document["Statement"].as_array().unwrap().iter().filter(|s| s["Effect"] == "Allow").flat_map(|s| strings(&s["Action"])).collect()
@@ -329,7 +355,15 @@ fn the_stackset_template_rolls_out_exactly_the_target_role_policies() {
 
 #[test]
 fn evidence_identity_and_key_actions_are_granted_on_named_resources_only() {
-    for file in ["controller-policy.json", "controller-credentials-policy.json", "presign-role-policy.json", "verifier-policy.json", "target-role-policy.json"] {
+    for file in [
+        "controller-policy.json",
+        "controller-credentials-policy.json",
+        "presign-role-policy.json",
+        "verifier-policy.json",
+        "target-role-policy.json",
+        "forensic-role-policy.json",
+        "target-role-share-key-policy.json",
+    ] {
         for statement in policy_document(file)["Statement"].as_array().unwrap() {
             let scoped: Vec<String> = strings(&statement["Action"]).into_iter().filter(|a| SCOPED.iter().any(|p| a.starts_with(p))).collect();
             let resources = strings(&statement["Resource"]);

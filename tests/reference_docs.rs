@@ -211,6 +211,10 @@ fn every_variable_the_chart_sets_is_a_controller_flag_with_the_same_default() {
         chart::set_string("targetAccounts.roles.222233334444", "arn:aws:iam::222233334444:role/IR"),
         chart::set_string("targetAccounts.roles.333344445555", "arn:aws:iam::333344445555:role/IR"),
         chart::set_string("targetAccounts.externalId", "acme-ir"),
+        chart::set_string("forensicCopy.accountId", "666677778888"),
+        chart::set_string("forensicCopy.region", "eu-central-1"),
+        chart::set_string("forensicCopy.kmsKeyId", "alias/forensic"),
+        chart::set_string("forensicCopy.shareKmsKeyId", "arn:aws:kms:eu-central-1:666677778888:key/share"),
     ]
     .into_iter()
     .flatten()
@@ -222,6 +226,7 @@ fn every_variable_the_chart_sets_is_a_controller_flag_with_the_same_default() {
     for role in roles.split(',') {
         role.parse::<forensic_capture::controller::accounts_config::TargetRole>().unwrap_or_else(|e| panic!("{role}: {e}"));
     }
+    assert_eq!(all.get("FC_FORENSIC_ACCOUNT_ID").map(String::as_str), Some("666677778888"), "the forensic defaults reach the controller");
     for name in all.keys().filter(|n| n.starts_with("FC_")) {
         if !by_env.contains_key(name) {
             problems.push(format!("the chart sets {name}, but no flag of `forensic-capture run` reads it"));

@@ -246,6 +246,19 @@ async fn snapshots_are_shared_and_copied_across_accounts_as_ec2_allows() {
     assert_eq!(in_c.tags().iter().map(|t| (t.key(), t.value())).collect::<Vec<_>>(), vec![(Some("case"), Some("INC-6"))]);
     assert!(ec2_b.describe_snapshots().snapshot_ids(copied.snapshot_id().unwrap()).send().await.is_err(), "the copy is not B's");
 
+    // B may also re-encrypt to a key of another account and Region (C's, whose key policy would admit B).
+    let to_c_key = ec2_b
+        .copy_snapshot()
+        .source_region(&region_b)
+        .source_snapshot_id(&snapshot_id)
+        .encrypted(true)
+        .kms_key_id(&key_c)
+        .send()
+        .await
+        .expect("CopySnapshot in B to C's key");
+    let described = described_snapshot(&ec2_b, to_c_key.snapshot_id().unwrap()).await;
+    assert_eq!((described.owner_id(), described.kms_key_id()), (Some(account_b), Some(key_c.as_str())), "kept as given");
+
     share(&shareable, OperationType::Remove).await.expect("B stops sharing");
     let (code, message) = ec2_refusal(copy_into_c(&shareable, Some(&key_c)).await);
     assert_eq!(code, "InvalidSnapshot.NotFound", "an unshared snapshot cannot be copied: {message}");

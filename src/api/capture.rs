@@ -93,6 +93,7 @@ impl Default for StepToggle {
 /// Disk evidence.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.forensicCopy) || self.enabled").message("forensicCopy copies the capture's snapshots: it needs disk.enabled"))]
 pub struct DiskSpec {
     /// Whether to snapshot the instance's EBS volumes (default true).
     #[serde(default = "yes")]
@@ -100,12 +101,45 @@ pub struct DiskSpec {
     /// Leave the root (boot) volume out of the snapshot set (default false).
     #[serde(default)]
     pub exclude_boot_volume: bool,
+    /// Hand the snapshots to a forensic account: once they complete (after containment, so that copying never
+    /// delays it), each is copied into that account and region and encrypted with its KMS key. A snapshot
+    /// encrypted with another key is first re-encrypted in the instance's account to the share key, shared
+    /// with the forensic account, copied there, and unshared. Fields left out come from the controller
+    /// (--forensic-account-id, --forensic-region, --forensic-kms-key-id); `forensicCopy: {}` uses them all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forensic_copy: Option<ForensicCopySpec>,
 }
 
 impl Default for DiskSpec {
     fn default() -> Self {
-        DiskSpec { enabled: true, exclude_boot_volume: false }
+        DiskSpec { enabled: true, exclude_boot_volume: false, forensic_copy: None }
     }
+}
+
+/// Where the disk evidence is handed over to.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ForensicCopySpec {
+    /// The forensic account (12 digits), reached through --forensic-role-arn-template unless it is the
+    /// controller's own. Default: --forensic-account-id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^\d{12}$"))]
+    pub account_id: Option<String>,
+    /// Region the copies are made in. Default: --forensic-region, else the instance's region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-\d$"))]
+    pub region: Option<String>,
+    /// KMS key (ARN, or ID or alias in the forensic account and region) the copies are encrypted with.
+    /// Default: --forensic-kms-key-id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub kms_key_id: Option<String>,
+    /// Customer managed KMS key (ARN) that snapshots under any other key are re-encrypted to in the instance's
+    /// account before they are shared; its key policy must let the instance's account encrypt with it and the
+    /// forensic account decrypt with it. Default: --forensic-share-kms-key-id, else kmsKeyId when it is an ARN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub share_kms_key_id: Option<String>,
 }
 
 /// Network containment.
@@ -361,6 +395,36 @@ pub struct Artifact {
     /// For memory images: what the quality gate found while re-hashing the image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageQuality>,
+    /// For snapshot copies: what was copied, where the copy is and under which key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<SnapshotCopy>,
+}
+
+/// A snapshot copy: the forensic account's copy, or the re-encrypted copy made to share it.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotCopy {
+    /// Forensic (the evidence handed over) or Shareable (re-encrypted in the instance's account to the share
+    /// key, so that it could be shared; kept, never deleted by the controller).
+    pub purpose: String,
+    /// The evidence snapshot (in the instance's account) that this copy holds.
+    pub source_snapshot_id: String,
+    /// The snapshot CopySnapshot was given, when it is not the evidence snapshot itself: its Shareable copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied_from_snapshot_id: Option<String>,
+    /// The account the copy is in (absent: the controller's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+    /// The region the copy is in.
+    pub region: String,
+    /// The KMS key the copy is encrypted with, as EC2 reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
+    /// For Forensic copies: when the share of the snapshot copied from, with the forensic account, was
+    /// removed (absent while it may still be shared, and when the forensic account is the instance's own, so
+    /// that nothing was shared).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share_removed_at: Option<Time>,
 }
 
 /// What a memory image holds, measured by the controller's quality gate as it re-hashes the uploaded image.
@@ -401,6 +465,7 @@ impl Artifact {
             lock: None,
             key_id: None,
             image: None,
+            copy: None,
         }
     }
 }
@@ -432,6 +497,8 @@ pub enum ArtifactType {
     KernelSymbols,
     /// EBS snapshot.
     EbsSnapshot,
+    /// Copy of an EBS snapshot (see `copy`): in the forensic account, or re-encrypted to be shared with it.
+    EbsSnapshotCopy,
     /// Per-capture evidence manifest.
     Manifest,
     /// KMS signature of the manifest.

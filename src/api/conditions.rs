@@ -5,6 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 pub const ACQUIRED: &str = "Acquired";
 pub const SNAPSHOTTED: &str = "Snapshotted";
 pub const ISOLATED: &str = "Isolated";
+pub const FORENSIC_COPIED: &str = "ForensicCopied";
 pub const READY: &str = "Ready";
 pub const FAILED: &str = "Failed";
 

@@ -94,6 +94,12 @@ reasons! {
     // Disk.
     SnapshotFailed => "CreateSnapshots was refused, or a snapshot ended in state error",
     NoVolumes => "the instance has no EBS volumes to snapshot",
+    // Forensic-account copies.
+    NoSnapshotsToCopy => "the disk step did not complete, so no snapshot was copied to the forensic account",
+    ForensicCopyNotConfigured => "spec.disk.forensicCopy asks for copies but names no forensic account or KMS key, and the controller sets no default",
+    ForensicAccountAccessDenied => "the forensic account's role could not be assumed",
+    SnapshotShareFailed => "a snapshot could not be re-encrypted to the share key, or shared with the forensic account",
+    ForensicCopyFailed => "the forensic account could not copy a snapshot, or its copy ended in state error",
     // Write-once protection (the evidence is stored, not locked).
     ObjectLockFailed => "S3 refused the configured Object Lock retention or legal hold",
     SnapshotLockFailed => "EC2 refused the configured EBS Snapshot Lock",
@@ -116,6 +122,7 @@ reasons! {
     Acquired => "volatile data and memory were acquired",
     Snapshotted => "every EBS snapshot is complete",
     Isolated => "containment was applied",
+    ForensicCopied => "every snapshot was copied into the forensic account under its key",
     Completed => "every requested step completed",
     NoFailure => "no requested step failed",
     // ContainmentRelease.

@@ -23,8 +23,10 @@ macro_rules! steps {
     };
 }
 
-// Flow order: volatile data changes fastest, then memory, then disk snapshots; containment comes last.
-steps!(Volatile, Memory, Disk, Isolation);
+// Flow order: volatile data changes fastest, then memory, then disk snapshots; containment comes after every
+// step that takes evidence; the hand-over of snapshot copies to a forensic account follows it, so that copying
+// (hours, for large volumes) never delays containment.
+steps!(Volatile, Memory, Disk, Isolation, ForensicCopy);
 
 /// The condition a step's outcome counts toward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,13 +38,17 @@ pub enum Group {
     Snapshotted,
     /// Containment (Isolated): starts only after every evidence step has ended.
     Isolated,
+    /// Copies of evidence already taken, handed to a forensic account (ForensicCopied). Takes nothing from
+    /// the instance, so it waits for nothing but the snapshots.
+    HandedOver,
 }
 
 impl Group {
-    pub const ALL: [Group; 3] = [Group::Acquired, Group::Snapshotted, Group::Isolated];
+    pub const ALL: [Group; 4] = [Group::Acquired, Group::Snapshotted, Group::Isolated, Group::HandedOver];
 
+    /// Takes evidence from the instance or its volumes (containment waits for these).
     pub fn is_evidence(self) -> bool {
-        self != Group::Isolated
+        matches!(self, Group::Acquired | Group::Snapshotted)
     }
 }
 
@@ -73,6 +79,7 @@ impl Step {
             Step::Memory => StepInfo { name: "memory", title: "Memory", group: Group::Acquired, needs: Needs::LinuxAgent },
             Step::Disk => StepInfo { name: "disk", title: "Disk", group: Group::Snapshotted, needs: Needs::Nothing },
             Step::Isolation => StepInfo { name: "isolation", title: "Isolation", group: Group::Isolated, needs: Needs::Nothing },
+            Step::ForensicCopy => StepInfo { name: "forensicCopy", title: "ForensicCopy", group: Group::HandedOver, needs: Needs::Nothing },
         }
     }
 
@@ -95,6 +102,8 @@ impl Step {
             Step::Memory => steps.memory.enabled,
             Step::Disk => steps.disk.enabled,
             Step::Isolation => steps.isolation.enabled,
+            // Copies of snapshots: only when there are snapshots to copy.
+            Step::ForensicCopy => steps.disk.enabled && steps.disk.forensic_copy.is_some(),
         }
     }
 
@@ -105,6 +114,7 @@ impl Step {
             Step::Memory => steps.memory.as_ref(),
             Step::Disk => steps.disk.as_ref(),
             Step::Isolation => steps.isolation.as_ref(),
+            Step::ForensicCopy => steps.forensic_copy.as_ref(),
         }
     }
 
@@ -115,6 +125,7 @@ impl Step {
             Step::Memory => &mut steps.memory,
             Step::Disk => &mut steps.disk,
             Step::Isolation => &mut steps.isolation,
+            Step::ForensicCopy => &mut steps.forensic_copy,
         }
     }
 
@@ -126,6 +137,7 @@ impl Step {
             Step::Memory => steps.memory.enabled = enabled,
             Step::Disk => steps.disk.enabled = enabled,
             Step::Isolation => steps.isolation.enabled = enabled,
+            Step::ForensicCopy => steps.disk.forensic_copy = enabled.then(Default::default),
         }
     }
 }
@@ -168,6 +180,9 @@ pub struct Steps {
     /// Network isolation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolation: Option<StepRecord>,
+    /// Snapshot copies in the forensic account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forensic_copy: Option<StepRecord>,
 }
 
 #[cfg(test)]
@@ -186,8 +201,13 @@ mod tests {
         for (i, &step) in Step::ALL.iter().enumerate() {
             assert_eq!(step.record(&status).and_then(|r| r.command_id.clone()), Some(i.to_string()), "{step:?} has a record of its own");
             let mut spec: ForensicCaptureSpec = serde_yaml::from_str("caseId: C\ntarget: {instanceId: i-0123456789abcdef0}\n").unwrap();
+            for &other in Step::ALL {
+                other.set_enabled(&mut spec, true);
+            }
             step.set_enabled(&mut spec, false);
-            assert_eq!(Step::ALL.iter().filter(|s| !s.enabled(&spec)).collect::<Vec<_>>(), vec![&step], "{step:?} has a toggle of its own");
+            // Copies of snapshots need the snapshots: turning disk off turns them off too.
+            let expected: Vec<&Step> = if step == Step::Disk { vec![&Step::Disk, &Step::ForensicCopy] } else { vec![&step] };
+            assert_eq!(Step::ALL.iter().filter(|s| !s.enabled(&spec)).collect::<Vec<_>>(), expected, "{step:?} has a toggle of its own");
         }
     }
 

@@ -124,13 +124,13 @@ fn already(code: &'static str) -> impl FnOnce(AwsError) -> Result<(), AwsError> 
     move |e| if e.code == code { Ok(()) } else { Err(e) }
 }
 
-fn tag_spec(resource: ResourceType, tags: &[(String, String)]) -> TagSpecification {
+pub(crate) fn tag_spec(resource: ResourceType, tags: &[(String, String)]) -> TagSpecification {
     tags.iter()
         .fold(TagSpecification::builder().resource_type(resource), |b, (k, v)| b.tags(Tag::builder().key(k).value(v).build()))
         .build()
 }
 
-fn tag_filter(key: &str, value: &str) -> Filter {
+pub(crate) fn tag_filter(key: &str, value: &str) -> Filter {
     Filter::builder().name(format!("tag:{key}")).values(value).build()
 }
 
@@ -442,7 +442,9 @@ impl Ec2Api for SdkEc2 {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("ec2:DescribeSnapshots", e))?;
-        Ok(output.snapshots().iter().filter_map(snapshot_info).collect())
+        // The capture's copies carry its tag too (src/aws/snapshot_copy.rs): they are not part of the set.
+        let is_copy = |s: &&aws_sdk_ec2::types::Snapshot| s.tags().iter().any(|t| t.key() == Some(super::snapshot_copy::tags::COPY_OF));
+        Ok(output.snapshots().iter().filter(|s| !is_copy(s)).filter_map(snapshot_info).collect())
     }
 
     async fn create_snapshots(

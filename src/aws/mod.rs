@@ -11,7 +11,9 @@ pub mod kms;
 pub mod pacing;
 pub mod s3;
 pub mod sessions;
+pub mod snapshot_copy;
 pub mod snapshot_lock;
+pub mod snapshot_share;
 pub mod ssm;
 
 pub use clients::{CaptureClients, RegionClients};

@@ -47,6 +47,18 @@ impl SessionError {
             _ => StepError::Abort { reason: Reason::TargetAccountAccessDenied, message, source: Some(self.error) },
         }
     }
+
+    /// The forensic account cannot be reached: only the copies fail (the evidence stays where it is).
+    pub fn for_forensic_copy(self, instance_id: &str) -> StepError {
+        let message = format!(
+            "cannot reach forensic account {} to copy the snapshots of instance {instance_id}: assuming role {}: {}",
+            self.account, self.role_arn, self.error
+        );
+        match self.error.class() {
+            ErrorClass::Retryable => StepError::Retry { message, source: Some(self.error) },
+            _ => StepError::Failed { reason: Reason::ForensicAccountAccessDenied, message, source: Some(self.error) },
+        }
+    }
 }
 
 struct SessionEntry {
@@ -139,9 +151,18 @@ impl Context {
         Ok(CaptureClients::new(instance, self.aws(&self.evidence_region()), self.aws(&self.signing_region())))
     }
 
+    /// Clients in the forensic account, through a session of `role_arn` named after the capture like a
+    /// target-account session.
+    pub async fn forensic_clients(&self, account: &str, role_arn: &str, region: &str, requester: &Requester<'_>) -> Result<RegionClients, SessionError> {
+        self.role_clients(account, role_arn.to_string(), region, requester).await
+    }
+
     async fn session_clients(&self, account: &str, region: &str, requester: &Requester<'_>) -> Result<RegionClients, SessionError> {
+        self.role_clients(account, self.config.accounts.role_arn(account), region, requester).await
+    }
+
+    async fn role_clients(&self, account: &str, role_arn: String, region: &str, requester: &Requester<'_>) -> Result<RegionClients, SessionError> {
         let accounts = &self.config.accounts;
-        let role_arn = accounts.role_arn(account);
         let request = SessionRequest::for_capture(
             role_arn.clone(),
             accounts.target_role_external_id.clone(),

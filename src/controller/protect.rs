@@ -39,17 +39,17 @@ pub async fn object(sc: &StepContext<'_>, bucket: &str, key: &str) -> Result<Opt
 
 /// Locks a completed snapshot with EBS Snapshot Lock, when configured.
 pub async fn snapshot(sc: &StepContext<'_>, snapshot_id: &str) -> Result<Option<ArtifactLock>, StepError> {
+    snapshot_with(sc, &sc.aws.ec2, snapshot_id, &format!("snapshot {snapshot_id} of instance {}", sc.instance_id())).await
+}
+
+/// Locks a completed snapshot through `ec2` (the account it is in), when configured; `what` names it.
+pub async fn snapshot_with(sc: &StepContext<'_>, ec2: &impl SnapshotLockApi, snapshot_id: &str, what: &str) -> Result<Option<ArtifactLock>, StepError> {
     let p = &sc.ctx.config.protection;
     let Some(request) = custody::snapshot_lock_request(snapshot_id, p.snapshot_lock_mode, p.snapshot_lock_duration_days, p.snapshot_lock_cool_off_hours)
     else {
         return Ok(None);
     };
     let until = custody::days_after(Timestamp::now(), request.duration_days as u32);
-    let state = sc
-        .aws
-        .ec2
-        .lock_snapshot(&request)
-        .await
-        .map_err(|e| lock_error(e, format!("snapshot {snapshot_id} of instance {}", sc.instance_id()), Reason::SnapshotLockFailed))?;
+    let state = ec2.lock_snapshot(&request).await.map_err(|e| lock_error(e, what.to_string(), Reason::SnapshotLockFailed))?;
     Ok(Some(ArtifactLock { mode: Some(state), until: Some(Time(until)), legal_hold: false }))
 }

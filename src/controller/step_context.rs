@@ -3,11 +3,11 @@
 
 use kube::ResourceExt;
 
-use super::{Context, clients::Requester, failure::StepError};
+use super::{Context, accounts_config::ForensicDestination, clients::Requester, failure::StepError};
 use crate::{
     acquisition,
     api::{ForensicCapture, Reason, Step, TargetFacts},
-    aws::{CaptureClients, ec2::tags, s3::EvidenceStore},
+    aws::{CaptureClients, RegionClients, ec2::tags, s3::EvidenceStore},
 };
 
 pub struct StepContext<'a> {
@@ -64,6 +64,19 @@ impl<'a> StepContext<'a> {
             (tags::CAPTURE.into(), format!("{}/{}", self.capture.namespace().unwrap_or_default(), self.capture.name_any())),
             (tags::INSTANCE_ID.into(), self.instance_id().to_string()),
         ]
+    }
+
+    /// Who the capture's sessions act for.
+    pub fn requester(&self) -> Requester<'_> {
+        Requester { uid: &self.uid, case_id: &self.capture.spec.case_id, who: crate::manifest::requester(&self.capture.metadata) }
+    }
+
+    /// The forensic account's clients in `destination`'s region, through its role.
+    pub async fn forensic_clients(&self, destination: &ForensicDestination) -> Result<RegionClients, StepError> {
+        self.ctx
+            .forensic_clients(&destination.account_id, &destination.role_arn, &destination.region, &self.requester())
+            .await
+            .map_err(|e| e.for_forensic_copy(self.instance_id()))
     }
 
     /// Fails the step unless the evidence bucket is reachable.

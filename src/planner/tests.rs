@@ -10,7 +10,7 @@ fn spec(yaml: &str) -> ForensicCaptureSpec {
 }
 
 fn full() -> ForensicCaptureSpec {
-    spec("caseId: INC-1\ntarget: {instanceId: i-0123456789abcdef0}\n")
+    spec("caseId: INC-1\ntarget: {instanceId: i-0123456789abcdef0}\ndisk: {forensicCopy: {}}\n")
 }
 
 struct Fixture(ForensicCaptureStatus);
@@ -257,6 +257,10 @@ fn check_rules(spec: &ForensicCaptureSpec, recorded: &[(Step, Option<StepState>)
         assert_eq!(skip_reason(action), Some((first, Reason::NotSsmManaged)), "{context}");
         return;
     }
+    if first == Step::ForensicCopy && !recorded.contains(&(Step::Disk, Some(StepState::Succeeded))) {
+        assert_eq!(skip_reason(action), Some((first, Reason::NoSnapshotsToCopy)), "{context}: no snapshots, nothing to copy");
+        return;
+    }
     if first.group() == Group::Isolated {
         let evidence_open = recorded.iter().any(|(s, st)| s.enabled(spec) && s.group().is_evidence() && !st.is_some_and(StepState::is_terminal));
         assert!(!evidence_open, "{context}: containment before the evidence ended");
@@ -282,7 +286,7 @@ fn phase_moves_forward_through_the_flow() {
     phases.push(derive(&spec, &f.0, None).1);
     f = f.done(Step::Isolation);
     phases.push(derive(&spec, &f.0, None).1);
-    f = f.completed();
+    f = f.done(Step::ForensicCopy).completed();
     phases.push(derive(&spec, &f.0, None).1);
     assert_eq!(phases, vec![Phase::Pending, Phase::Acquiring, Phase::Snapshotted, Phase::Isolated, Phase::Isolated]);
 }

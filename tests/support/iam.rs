@@ -257,6 +257,7 @@ pub fn controller_policy_signing_with(env: &fixtures::CaptureEnv, signing_key_ar
             ("EvidencePrefix", "evidence"),
             ("PresignRoleArn", fixtures::PRESIGN_ROLE_ARN),
             ("TargetRoleName", "ForensicCaptureTarget"),
+            ("ForensicRoleName", "ForensicCaptureCopy"),
             ("SigningKeyArn", signing_key_arn),
         ],
     )

@@ -110,6 +110,7 @@ fn artifact(sc: &StepContext<'_>, snapshot: &SnapshotInfo) -> Artifact {
         lock: None,
         key_id: None,
         image: None,
+        copy: None,
     }
 }
 

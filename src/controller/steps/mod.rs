@@ -3,6 +3,7 @@
 //! a side effect whose result could not be found again, so a controller killed at any instant resumes cleanly.
 
 mod disk;
+mod forensic_copy;
 mod isolation;
 mod memory;
 mod volatile;
@@ -34,5 +35,6 @@ pub async fn run<'a>(step: Step, sc: &StepContext<'a>, status: &mut ForensicCapt
         Step::Memory => memory::run(sc, status, writer).await,
         Step::Disk => disk::run(sc, status, writer).await,
         Step::Isolation => isolation::run(sc, status, writer).await,
+        Step::ForensicCopy => forensic_copy::run(sc, status, writer).await,
     }
 }
