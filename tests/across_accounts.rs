@@ -268,30 +268,6 @@ async fn an_instance_that_is_not_in_the_named_account_is_not_found_there_naming_
 
 const ACCOUNT_C: &str = "666677778888";
 
-/// An instance in `ec2`'s account whose root volume is encrypted with the account's AWS managed key for EBS
-/// (which EC2 never shares) and whose data volume is not encrypted.
-async fn instance_with_an_encrypted_root(ec2: &aws_sdk_ec2::Client) -> String {
-    use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice, InstanceType};
-    let vpc = ec2.create_vpc().cidr_block("10.40.0.0/16").send().await.unwrap().vpc().and_then(|v| v.vpc_id()).unwrap().to_string();
-    let subnet = ec2.create_subnet().vpc_id(&vpc).cidr_block("10.40.1.0/24").send().await.unwrap().subnet().and_then(|s| s.subnet_id()).unwrap().to_string();
-    let disk = |device: &str, gib, encrypted| {
-        BlockDeviceMapping::builder().device_name(device).ebs(EbsBlockDevice::builder().volume_size(gib).encrypted(encrypted).delete_on_termination(true).build()).build()
-    };
-    let run = ec2
-        .run_instances()
-        .image_id(support::amazon_image(ec2, false).await)
-        .instance_type(InstanceType::T3Micro)
-        .min_count(1)
-        .max_count(1)
-        .subnet_id(subnet)
-        .block_device_mappings(disk("/dev/xvda", 8, true))
-        .block_device_mappings(disk("/dev/sdf", 4, false))
-        .send()
-        .await
-        .unwrap();
-    run.instances()[0].instance_id().unwrap().to_string()
-}
-
 fn config_in_region(config: &aws_config::SdkConfig, region: &str) -> aws_config::SdkConfig {
     config.to_builder().region(aws_config::Region::new(region.to_string())).build()
 }
@@ -318,10 +294,18 @@ async fn snapshots_are_handed_to_a_forensic_account_under_its_key_with_every_int
     // C's key for the copies; its ARN is the share key too (its key policy would admit B to encrypt with it).
     let key_c = aws_sdk_kms::Client::new(&config_c).create_key().description("forensic copies").send().await.unwrap();
     let key_c = key_c.key_metadata().unwrap().arn().unwrap().to_string();
-    let id = instance_with_an_encrypted_root(&ec2_b).await;
+    let id = support::run_instance_with_an_encrypted_root(&ec2_b).await;
     set_instance_memory(&id, 9 * 1024 * 1024);
 
+    // Half of the copies and shares are made but their answers lost (the connection cut mid-response): the
+    // controller must find what it made by its tags rather than make it twice.
+    let faults = json!({"seed": 13, "rules": [
+        {"service": "ec2", "operation": "CopySnapshot", "share": 0.5, "faults": ["reset"]},
+        {"service": "ec2", "operation": "ModifySnapshotAttribute", "share": 0.5, "faults": ["reset"]}
+    ]});
+    let proxy = FaultProxy::start(faults).await;
     let mut vars = env.controller_env();
+    vars.extend(proxy.controller_env());
     vars.push(("FC_FORENSIC_ACCOUNT_ID", ACCOUNT_C.into()));
     vars.push(("FC_FORENSIC_REGION", region_c.into()));
     let _controller = ControllerProcess::start(&vars, &format!("{}-forensic-copy", env.namespace));
@@ -384,6 +368,27 @@ async fn snapshots_are_handed_to_a_forensic_account_under_its_key_with_every_int
         assert_eq!(tags.get("forensic-capture.dev/copy-of"), Some(&record.source_snapshot_id.as_str()));
         assert_eq!(tags.get("forensic-capture.dev/case-id"), Some(&"INC-4711"));
     }
+    // Exactly one copy of each kind per snapshot, whatever answers were lost.
+    let counters = proxy.counters().await;
+    let resets = |key: &str| support::faults::count(&counters, key, "faults.reset");
+    assert!(resets("ec2:CopySnapshot") > 0 && resets("ec2:ModifySnapshotAttribute") > 0, "answers were lost: {}", counters["operations"]);
+    let tagged = |ec2: aws_sdk_ec2::Client, purpose: &'static str| {
+        let uid = uid.clone();
+        async move {
+            let found = ec2
+                .describe_snapshots()
+                .owner_ids("self")
+                .filters(aws_sdk_ec2::types::Filter::builder().name("tag:forensic-capture.dev/capture-uid").values(uid).build())
+                .filters(aws_sdk_ec2::types::Filter::builder().name("tag:forensic-capture.dev/copy-purpose").values(purpose).build())
+                .send()
+                .await
+                .unwrap();
+            found.snapshots().iter().filter_map(|s| s.snapshot_id().map(str::to_string)).collect::<BTreeSet<_>>()
+        }
+    };
+    let recorded = |artifacts: &[forensic_capture::api::Artifact]| artifacts.iter().map(|a| snapshot_id(&a.uri)).collect::<BTreeSet<_>>();
+    assert_eq!(tagged(ec2_c.clone(), "Forensic").await, recorded(&forensic), "C holds exactly the recorded copies");
+    assert_eq!(tagged(ec2_b.clone(), "Shareable").await, recorded(std::slice::from_ref(shareable)), "B holds exactly the recorded copy");
     let from_shareable: Vec<_> = forensic.iter().filter_map(|c| c.copy.as_ref().unwrap().copied_from_snapshot_id.clone()).collect();
     assert_eq!(from_shareable, vec![snapshot_id(&shareable.uri)], "the root's copy was made from its re-encrypted copy");
 
@@ -424,7 +429,7 @@ async fn copies_without_a_destination_fail_alone_and_copies_in_the_instances_own
     let key = aws_sdk_kms::Client::new(&stack.aws().await).create_key().description("copies").send().await.unwrap();
     let key = key.key_metadata().unwrap().arn().unwrap().to_string();
     let nowhere = support::run_instance(&ec2, 0, &[]).await.instance_id;
-    let own = instance_with_an_encrypted_root(&ec2).await;
+    let own = support::run_instance_with_an_encrypted_root(&ec2).await;
     for id in [&nowhere, &own] {
         set_instance_memory(id, 9 * 1024 * 1024);
     }

@@ -258,6 +258,30 @@ pub async fn run_instance(ec2: &aws_sdk_ec2::Client, extra_volumes: usize, tags:
     TestInstance { instance_id, vpc_id, subnet_id }
 }
 
+/// An instance in `ec2`'s account whose root volume is encrypted with the account's AWS managed key for EBS
+/// (which EC2 never shares) and whose data volume is not encrypted.
+pub async fn run_instance_with_an_encrypted_root(ec2: &aws_sdk_ec2::Client) -> String {
+    use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice, InstanceType};
+    let vpc = ec2.create_vpc().cidr_block("10.40.0.0/16").send().await.unwrap().vpc().and_then(|v| v.vpc_id()).unwrap().to_string();
+    let subnet = ec2.create_subnet().vpc_id(&vpc).cidr_block("10.40.1.0/24").send().await.unwrap().subnet().and_then(|s| s.subnet_id()).unwrap().to_string();
+    let disk = |device: &str, gib, encrypted| {
+        BlockDeviceMapping::builder().device_name(device).ebs(EbsBlockDevice::builder().volume_size(gib).encrypted(encrypted).delete_on_termination(true).build()).build()
+    };
+    let run = ec2
+        .run_instances()
+        .image_id(amazon_image(ec2, false).await)
+        .instance_type(InstanceType::T3Micro)
+        .min_count(1)
+        .max_count(1)
+        .subnet_id(subnet)
+        .block_device_mappings(disk("/dev/xvda", 8, true))
+        .block_device_mappings(disk("/dev/sdf", 4, false))
+        .send()
+        .await
+        .unwrap();
+    run.instances()[0].instance_id().unwrap().to_string()
+}
+
 pub mod chart;
 pub mod control_plane;
 pub mod controller;

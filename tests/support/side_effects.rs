@@ -22,7 +22,9 @@ pub async fn assert_each_side_effect_once(instance: &str, capture: &ForensicCapt
     let ec2 = stack.ec2().await;
     let by_uid = aws_sdk_ec2::types::Filter::builder().name("tag:forensic-capture.dev/capture-uid").values(&uid).build();
     let snapshots = ec2.describe_snapshots().filters(by_uid.clone()).send().await.unwrap();
-    assert_eq!(snapshots.snapshots().len(), 2, "one snapshot set");
+    let is_copy = |s: &&aws_sdk_ec2::types::Snapshot| s.tags().iter().any(|t| t.key() == Some("forensic-capture.dev/copy-of"));
+    assert_eq!(snapshots.snapshots().iter().filter(|s| !is_copy(s)).count(), 2, "one snapshot set");
+    assert_copies_once(&status, &uid).await;
     let groups = ec2.describe_security_groups().filters(by_uid).send().await.unwrap();
     let mut roles: Vec<String> = groups
         .security_groups()
@@ -45,4 +47,32 @@ pub async fn assert_each_side_effect_once(instance: &str, capture: &ForensicCapt
     let memory = status.artifacts.iter().find(|a| a.kind == ArtifactType::MemoryImage).unwrap();
     let bytes = super::fixtures::download(&stack.s3().await, &memory.uri).await;
     assert_eq!(memory.sha256.as_deref(), Some(hex::encode(Sha256::digest(&bytes)).as_str()));
+}
+
+/// Every snapshot copy the capture made exists exactly once, in its account and region, and is on record.
+async fn assert_copies_once(status: &forensic_capture::api::ForensicCaptureStatus, uid: &str) {
+    use std::collections::{BTreeMap, BTreeSet};
+    let stack = super::stack();
+    // (account, region, purpose) -> recorded snapshot IDs.
+    let mut recorded: BTreeMap<(String, String, String), BTreeSet<String>> = BTreeMap::new();
+    for artifact in status.artifacts.iter().filter(|a| a.kind == ArtifactType::EbsSnapshotCopy) {
+        let copy = artifact.copy.as_ref().unwrap();
+        let place = (copy.account_id.clone().unwrap_or_else(|| super::iam::ACCOUNT_ID.into()), copy.region.clone(), copy.purpose.clone());
+        recorded.entry(place).or_default().insert(artifact.uri.rsplit('/').next().unwrap().to_string());
+        assert_eq!(artifact.state, "Available", "{artifact:?}");
+    }
+    for ((account, region, purpose), ids) in recorded {
+        let config = stack.aws_in(&account).await.to_builder().region(aws_config::Region::new(region.clone())).build();
+        let filter = |key: &str, value: &str| aws_sdk_ec2::types::Filter::builder().name(format!("tag:{key}")).values(value).build();
+        let found = aws_sdk_ec2::Client::new(&config)
+            .describe_snapshots()
+            .owner_ids("self")
+            .filters(filter("forensic-capture.dev/capture-uid", uid))
+            .filters(filter("forensic-capture.dev/copy-purpose", &purpose))
+            .send()
+            .await
+            .unwrap();
+        let made: BTreeSet<String> = found.snapshots().iter().filter_map(|s| s.snapshot_id().map(String::from)).collect();
+        assert_eq!(made, ids, "{purpose} copies in account {account} ({region}): exactly those on record");
+    }
 }
