@@ -5,6 +5,7 @@
 //! scripts (the simulator's reaped children), the API server and etcd, from /proc; the controller's peak and
 //! final RSS and its RSS when a tenth of the captures had completed; Kubernetes API requests (from the API
 //! server's own counter) and status patches per capture; AWS calls per capture by operation.
+//! FC_BENCH_AWS_RATE_LIMITS (`FAMILY=RATE[/BURST],...`) replaces the controller's client-side pacing.
 //! Run: `dev/bench scale`.
 
 #[path = "../tests/support/mod.rs"]
@@ -70,7 +71,15 @@ async fn run(label: &str, n: usize, spec: &str, memory: bool) {
     let creating = Instant::now();
     let ids = instances(n, memory).await;
     eprintln!("{label}: {n} instances made in {:.1} s", creating.elapsed().as_secs_f64());
-    let controller = env.start_controller("bench-scale");
+    // FC_BENCH_AWS_RATE_LIMITS replaces the controller's client-side pacing (--aws-rate-limit), to see what the
+    // rest of the system can do when pacing is not what sets the pace.
+    let mut settings = env.controller_env();
+    let pacing = std::env::var("FC_BENCH_AWS_RATE_LIMITS").ok().filter(|p| !p.is_empty());
+    if let Some(pacing) = &pacing {
+        settings.push(("FC_AWS_RATE_LIMITS", pacing.clone()));
+    }
+    eprintln!("{label}: AWS pacing {}", pacing.as_deref().unwrap_or("the controller's defaults"));
+    let controller = support::controller::ControllerProcess::start(&settings, &format!("{}-bench-scale", env.namespace));
     let pid = controller.pid().unwrap();
     let address = controller.metrics_address(Duration::from_secs(30));
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -128,6 +137,7 @@ async fn run(label: &str, n: usize, spec: &str, memory: bool) {
     let scrape = support::endpoint::scrape(address).await;
     let per = |x: f64| x / n as f64;
     println!("{label}: {n} captures applied in {:.1} s; {completed} completed ({isolated} Isolated) in {wall:.1} s wall", applied.as_secs_f64());
+    println!("  AWS pacing: {}", std::env::var("FC_BENCH_AWS_RATE_LIMITS").ok().filter(|p| !p.is_empty()).as_deref().unwrap_or("the controller's defaults"));
     println!("  load before: {}", load_before.trim());
     println!("  CPU seconds per capture: controller {:.3}", per(controller_cpu));
     for ((name, pid), (own, children)) in others.iter().zip(&cpu_before) {

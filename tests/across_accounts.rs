@@ -416,6 +416,14 @@ async fn snapshots_are_handed_to_a_forensic_account_under_its_key_with_every_int
     // Without the roles, the auditor's own account sees none of them.
     let (ok, out) = verify(&[]);
     assert!(!ok && out.lines().filter(|l| l.starts_with("FAIL") && l.contains("snapshot")).count() >= 5, "{out}");
+    // A copy deleted in C (no lock was asked for here, so C's own credentials can) fails verify, by name.
+    let deleted = snapshot_id(&forensic[0].uri);
+    ec2_c.delete_snapshot().snapshot_id(&deleted).send().await.unwrap();
+    let (ok, out) = verify(&roles);
+    assert!(!ok, "{out}");
+    let failures: Vec<&str> = out.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert_eq!(failures.len(), 1, "only the deleted copy fails: {out}");
+    assert!(failures[0].contains(&deleted), "{out}");
 }
 
 /// Copies asked for with nothing to say where they go fail on their own, after containment, naming what is

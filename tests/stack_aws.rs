@@ -263,3 +263,55 @@ async fn snapshots_are_shared_and_copied_across_accounts_as_ec2_allows() {
     let (code, message) = ec2_refusal(copy_into_c(&shareable, Some(&key_c)).await);
     assert_eq!(code, "InvalidSnapshot.NotFound", "an unshared snapshot cannot be copied: {message}");
 }
+
+/// dev/moto-server's fix 7 reads a resource's tags from its own entry instead of scanning every tag: the
+/// answers must be moto's own. Each of many tagged snapshots is found by its tag and lists exactly its tags in
+/// the order they were given, as DescribeTags lists them; a removed tag is gone from both; describing an
+/// untagged resource gives it no tags (the tag map is not written by a read).
+#[tokio::test]
+async fn each_resource_lists_exactly_its_own_tags_among_many() {
+    use aws_sdk_ec2::types::Filter;
+    let ec2 = support::stack().ec2().await;
+    let run = support::unique("tags");
+    let zone = format!("{}a", support::stack().region());
+    let volume = ec2.create_volume().availability_zone(&zone).size(1).send().await.expect("CreateVolume");
+    let volume_id = volume.volume_id().unwrap().to_string();
+    let tag = |key: &str, value: &str| Tag::builder().key(key).value(value).build();
+    let mut snapshots = Vec::new();
+    for i in 0..12 {
+        let tags = TagSpecification::builder()
+            .resource_type(ResourceType::Snapshot)
+            .tags(tag("run", &run))
+            .tags(tag("index", &i.to_string()))
+            .tags(tag("zz-last", "given last"))
+            .build();
+        let made = ec2.create_snapshot().volume_id(&volume_id).tag_specifications(tags).send().await.expect("CreateSnapshot");
+        snapshots.push(made.snapshot_id().unwrap().to_string());
+    }
+    let by_index = |i: usize| {
+        ec2.describe_snapshots().owner_ids("self").filters(Filter::builder().name("tag:run").values(&run).build()).filters(
+            Filter::builder().name("tag:index").values(i.to_string()).build(),
+        )
+    };
+    for (i, id) in snapshots.iter().enumerate() {
+        let found = by_index(i).send().await.unwrap();
+        let ids: Vec<&str> = found.snapshots().iter().filter_map(|s| s.snapshot_id()).collect();
+        assert_eq!(ids, vec![id.as_str()], "index {i} finds only its snapshot");
+        let listed: Vec<(&str, &str)> = found.snapshots()[0].tags().iter().map(|t| (t.key().unwrap(), t.value().unwrap())).collect();
+        let index = i.to_string();
+        assert_eq!(listed, vec![("run", run.as_str()), ("index", index.as_str()), ("zz-last", "given last")], "in the order given");
+        let described = ec2.describe_tags().filters(Filter::builder().name("resource-id").values(id).build()).send().await.unwrap();
+        let described: Vec<(&str, &str)> = described.tags().iter().map(|t| (t.key().unwrap(), t.value().unwrap())).collect();
+        assert_eq!(described, listed, "DescribeTags and DescribeSnapshots agree for {id}");
+    }
+    ec2.delete_tags().resources(&snapshots[3]).tags(Tag::builder().key("index").build()).send().await.expect("DeleteTags");
+    assert!(by_index(3).send().await.unwrap().snapshots().is_empty(), "a removed tag no longer matches");
+    let after = ec2.describe_snapshots().snapshot_ids(&snapshots[3]).send().await.unwrap();
+    let keys: Vec<&str> = after.snapshots()[0].tags().iter().filter_map(|t| t.key()).collect();
+    assert_eq!(keys, vec!["run", "zz-last"]);
+    // The volume was never tagged: describing it (and filtering on a tag it lacks) leaves it without tags.
+    let filtered = ec2.describe_volumes().volume_ids(&volume_id).filters(Filter::builder().name("tag:run").values(&run).build()).send().await.unwrap();
+    assert!(filtered.volumes().is_empty());
+    let untagged = ec2.describe_tags().filters(Filter::builder().name("resource-id").values(&volume_id).build()).send().await.unwrap();
+    assert!(untagged.tags().is_empty(), "{:?}", untagged.tags());
+}

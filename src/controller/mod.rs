@@ -117,7 +117,8 @@ async fn run_controllers(ctx: Arc<Context>, shutdown: impl std::future::Future<O
     // the store still sees every version.
     let (store, store_writer) = reflector::store::<ForensicCapture>();
     let own = ctx.clone();
-    let capture_events = reflector::reflector(store_writer, watcher::watcher(captures, watcher::Config::default().any_semantic()))
+    let watched = watcher::watcher(captures, watcher::Config::default().any_semantic()).modify(drop_field_sets);
+    let capture_events = reflector::reflector(store_writer, watched)
         .default_backoff()
         .applied_objects()
         .try_filter(move |capture| {
@@ -142,6 +143,16 @@ async fn run_controllers(ctx: Arc<Context>, shutdown: impl std::future::Future<O
         .run(observe::release, error_policy, ctx)
         .for_each(log_result);
     futures::join!(capture_controller, release_controller);
+}
+
+/// The store holds every capture for as long as it exists, and the field sets of its managedFields (which
+/// fields each manager owns: a path per artifact and condition) are most of a finished capture's size. Nothing
+/// here reads them; who wrote the object (manager, operation, time), which the manifest and the target-account
+/// session name, is kept.
+fn drop_field_sets(capture: &mut ForensicCapture) {
+    for entry in capture.metadata.managed_fields.iter_mut().flatten() {
+        entry.fields_v1 = None;
+    }
 }
 
 fn scoped_api<K>(ctx: &Context) -> Api<K>
