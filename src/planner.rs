@@ -6,8 +6,10 @@
 //! runs only when `onAcquisitionFailure` is Isolate. A step that has started always runs to its end, even
 //! while the capture is being deleted, so nothing is left half-done or unrecorded.
 
+pub mod dry_run;
+
 use crate::api::{
-    AcquisitionFailurePolicy, ForensicCaptureSpec, ForensicCaptureStatus, Group, Needs, Phase, Reason, Step, StepRecord, StepState,
+    AcquisitionFailurePolicy, ForensicCaptureSpec, ForensicCaptureStatus, Group, Needs, Phase, Reason, Step, StepRecord, StepState, TargetFacts,
     conditions::{ACQUIRED, Desired, FAILED, FORENSIC_COPIED, ISOLATED, READY, SNAPSHOTTED},
 };
 
@@ -36,7 +38,10 @@ pub enum Action {
     Run(Step),
     /// Record that a step will not run, and why.
     Skip { step: Step, reason: Reason, message: String },
-    /// Every requested step has ended: record completion and release the lock.
+    /// Read what a capture would change and record the plan (spec.dryRun): no side effect.
+    Plan,
+    /// Every requested step has ended (or a dry run's plan is recorded): record completion and release the
+    /// lock.
     Finish,
 }
 
@@ -47,6 +52,9 @@ fn skip(step: Step, reason: Reason, message: String) -> Action {
 pub fn next_action(spec: &ForensicCaptureSpec, status: &ForensicCaptureStatus, situation: &Situation) -> Action {
     if status.completed_at.is_some() {
         return Action::Nothing;
+    }
+    if spec.dry_run {
+        return dry_run_action(status, situation);
     }
     let pending: Vec<Step> =
         Step::ALL.iter().copied().filter(|&s| s.enabled(spec) && !state(s, status).is_some_and(StepState::is_terminal)).collect();
@@ -71,30 +79,8 @@ pub fn next_action(spec: &ForensicCaptureSpec, status: &ForensicCaptureStatus, s
         return Action::Run(first);
     }
     let info = first.info();
-    if info.needs == Needs::LinuxAgent {
-        let instance = &target.instance_id;
-        // The on-instance scripts are bash; a Windows instance must never be sent them.
-        if let Some(platform) = target.platform.as_deref().filter(|p| p.to_ascii_lowercase().contains("windows")) {
-            return skip(
-                first,
-                Reason::UnsupportedPlatform,
-                format!("instance {instance} runs {platform}: {} acquisition exists for Linux only, so no command was sent", info.name),
-            );
-        }
-        if target.state.as_deref() != Some("running") {
-            let state = target.state.as_deref().unwrap_or("in an unknown state");
-            return skip(first, Reason::InstanceNotRunning, format!("instance {instance} is {state}: {} acquisition needs a running instance", info.name));
-        }
-        if let Some(denied) = &target.ssm_access_denied {
-            return skip(first, Reason::AccessDenied, format!("instance {instance}: cannot ask SSM whether it is a managed node ({denied}): {} acquisition skipped", info.name));
-        }
-        if target.ssm_managed != Some(true) {
-            return skip(
-                first,
-                Reason::NotSsmManaged,
-                format!("instance {instance} is not an SSM managed node with an online agent: {} acquisition skipped", info.name),
-            );
-        }
+    if let Some((reason, message)) = agent_skip(first, target) {
+        return skip(first, reason, message);
     }
     if first == Step::ForensicCopy && state(Step::Disk, status) != Some(StepState::Succeeded) {
         return skip(
@@ -117,6 +103,43 @@ pub fn next_action(spec: &ForensicCaptureSpec, status: &ForensicCaptureStatus, s
         }
     }
     Action::Run(first)
+}
+
+/// Why a step that runs a command on the instance cannot run there, if it cannot: the same answer for a
+/// capture and for a dry run's plan.
+pub fn agent_skip(step: Step, target: &TargetFacts) -> Option<(Reason, String)> {
+    let info = step.info();
+    if info.needs != Needs::LinuxAgent {
+        return None;
+    }
+    let instance = &target.instance_id;
+    // The on-instance scripts are bash; a Windows instance must never be sent them.
+    if let Some(platform) = target.platform.as_deref().filter(|p| p.to_ascii_lowercase().contains("windows")) {
+        return Some((Reason::UnsupportedPlatform, format!("instance {instance} runs {platform}: {} acquisition exists for Linux only, so no command was sent", info.name)));
+    }
+    if target.state.as_deref() != Some("running") {
+        let state = target.state.as_deref().unwrap_or("in an unknown state");
+        return Some((Reason::InstanceNotRunning, format!("instance {instance} is {state}: {} acquisition needs a running instance", info.name)));
+    }
+    if let Some(denied) = &target.ssm_access_denied {
+        return Some((Reason::AccessDenied, format!("instance {instance}: cannot ask SSM whether it is a managed node ({denied}): {} acquisition skipped", info.name)));
+    }
+    if target.ssm_managed != Some(true) {
+        return Some((Reason::NotSsmManaged, format!("instance {instance} is not an SSM managed node with an online agent: {} acquisition skipped", info.name)));
+    }
+    None
+}
+
+/// A dry run: resolve the target, record the plan, end. No lock (nothing will act on the instance) and no
+/// step.
+fn dry_run_action(status: &ForensicCaptureStatus, situation: &Situation) -> Action {
+    if situation.deleting || (status.target.is_some() && status.plan.is_some()) {
+        return Action::Finish;
+    }
+    if status.target.is_none() {
+        return Action::ResolveTarget;
+    }
+    Action::Plan
 }
 
 /// The first requested acquisition step that ended without its evidence.
@@ -173,6 +196,11 @@ fn group_condition(group: Group, spec: &ForensicCaptureSpec, status: &ForensicCa
 
 /// The conditions and phase that the status implies.
 pub fn derive(spec: &ForensicCaptureSpec, status: &ForensicCaptureStatus, waiting: Option<&Waiting>) -> (Vec<Desired>, Phase) {
+    if spec.dry_run {
+        if let Some(derived) = derive_dry_run(spec, status) {
+            return derived;
+        }
+    }
     let mut conditions: Vec<Desired> = Group::ALL.iter().map(|&g| group_condition(g, spec, status)).collect();
     let failure = first_failure(spec, status);
     let complete = status.completed_at.is_some();
@@ -194,6 +222,29 @@ pub fn derive(spec: &ForensicCaptureSpec, status: &ForensicCaptureStatus, waitin
     let phase = phase(spec, status, complete, failure.is_some());
     conditions.extend([ready, failed]);
     (conditions, phase)
+}
+
+/// A dry run with its plan recorded: Planned, Ready, and every step group saying it did not run. A dry run
+/// that ended without a plan (its target could not be resolved) is derived like any capture: Failed.
+fn derive_dry_run(spec: &ForensicCaptureSpec, status: &ForensicCaptureStatus) -> Option<(Vec<Desired>, Phase)> {
+    let plan = status.plan.as_ref()?;
+    let mut conditions: Vec<Desired> = Group::ALL
+        .iter()
+        .map(|&group| {
+            let mut condition = group_condition(group, spec, status);
+            if condition.reason != Reason::NotRequested.as_str() {
+                condition = desired(condition.type_, false, Reason::DryRun, "dry run: nothing was done; status.plan says what would be");
+            }
+            condition
+        })
+        .collect();
+    let would_run = plan.steps.iter().filter(|s| s.would == crate::api::StepVerdict::Run).count();
+    let message = format!("dry run: {would_run} step(s) would run and {} containment action(s) would change state; nothing was changed (status.plan)",
+        plan.containment.iter().filter(|a| a.would == crate::api::ActionVerdict::Change).count());
+    let complete = status.completed_at.is_some();
+    let ready = if complete { desired(READY, true, Reason::Planned, message) } else { desired(READY, false, Reason::InProgress, "") };
+    conditions.extend([ready, desired(FAILED, false, Reason::NoFailure, "")]);
+    Some((conditions, if complete { Phase::Planned } else { Phase::Pending }))
 }
 
 /// Progress only moves forward: Pending -> Acquiring -> Snapshotted -> Isolated, ending in Isolated, Completed

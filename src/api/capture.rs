@@ -44,6 +44,13 @@ pub struct ForensicCaptureSpec {
     /// Where evidence is stored; the controller's defaults apply to fields left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<EvidenceLocation>,
+
+    /// Plan only: resolve the target and record in status.plan every step and containment action a capture
+    /// would run, with the state it would change, reading AWS without changing anything (no command, no
+    /// snapshot, no group, no tag, no manifest). The capture ends in phase Planned. Like the rest of the spec
+    /// it cannot change: to capture for real, create a new ForensicCapture.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
 }
 
 /// Which instance to capture: exactly one of `instanceId` or `nodeName`.
@@ -256,7 +263,8 @@ pub struct ForensicCaptureStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// Progress, derived from the conditions: Pending, Acquiring, Snapshotted, Isolated, Completed or Failed.
+    /// Progress, derived from the conditions: Pending, Acquiring, Snapshotted, Isolated, Completed or Failed;
+    /// Planned for a dry run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
 
@@ -289,6 +297,10 @@ pub struct ForensicCaptureStatus {
     /// When every step had reached an end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,
+
+    /// A dry run's plan (spec.dryRun): what a capture would do, and the state it would change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<super::CapturePlan>,
 }
 
 /// Progress of a capture, for people; conditions carry the detail.
@@ -306,6 +318,8 @@ pub enum Phase {
     Completed,
     /// The capture stopped or ended with a requested step not done; see the Failed condition.
     Failed,
+    /// A dry run (spec.dryRun) ended: status.plan says what a capture would do; nothing was changed.
+    Planned,
 }
 
 /// Instance facts, as resolved from EC2.

@@ -125,6 +125,9 @@ reasons! {
     ForensicCopied => "every snapshot was copied into the forensic account under its key",
     Completed => "every requested step completed",
     NoFailure => "no requested step failed",
+    // Dry runs (spec.dryRun).
+    Planned => "a dry run recorded its plan in status.plan; nothing in AWS was changed",
+    DryRun => "a dry run runs no step: status.plan says what this condition's steps would do",
     // ContainmentRelease.
     CaptureNotFound => "the ForensicCapture to release does not exist",
     CaptureInProgress => "the capture is still running; the release waits until it ends",

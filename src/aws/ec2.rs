@@ -30,6 +30,8 @@ pub struct InstanceInfo {
     pub interfaces: Vec<InterfaceInfo>,
     /// The EBS block devices: (device name, volume ID, delete on termination).
     pub volumes: Vec<(String, String, bool)>,
+    /// The root device's name (the boot volume is the block device of that name).
+    pub root_device_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -393,6 +395,7 @@ impl Ec2Api for SdkEc2 {
             state: instance.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()).unwrap_or_default(),
             availability_zone: instance.placement().and_then(|p| p.availability_zone()).map(str::to_string),
             vpc_id: instance.vpc_id().map(str::to_string),
+            root_device_name: instance.root_device_name().map(str::to_string),
             architecture: instance.architecture().map(|a| a.as_str().to_string()),
             // `Platform` is set (to "windows") only for Windows instances and is the authoritative flag;
             // `PlatformDetails` names the rest ("Linux/UNIX", "Red Hat Enterprise Linux", ...).

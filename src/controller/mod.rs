@@ -6,6 +6,7 @@ mod capacity;
 mod clients;
 pub mod config;
 mod containment;
+mod dry_run;
 mod failure;
 mod health;
 mod leader;

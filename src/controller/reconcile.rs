@@ -82,8 +82,9 @@ pub async fn reconcile(capture: Arc<ForensicCapture>, ctx: Arc<Context>) -> Resu
             return Ok(Requeue::await_change());
         }
         let lock_held = match &status.target {
-            Some(t) => lock::holds(&ctx, &capture, &t.instance_id).await?,
-            None => false,
+            // A dry run never takes the instance's lock.
+            Some(t) if !capture.spec.dry_run => lock::holds(&ctx, &capture, &t.instance_id).await?,
+            _ => false,
         };
         let action = planner::next_action(&capture.spec, &status, &Situation { lock_held, deleting });
         tracing::debug!(?action, "planned");
@@ -134,6 +135,22 @@ pub async fn reconcile(capture: Arc<ForensicCapture>, ctx: Arc<Context>) -> Resu
                     }
                     other => other,
                 }
+            }
+            Action::Plan => {
+                let target = status.target.clone().expect("the planner plans only after resolving the target");
+                match StepContext::new(&ctx, &capture, target).await {
+                    Ok(sc) => super::dry_run::make_plan(&sc).await.map(|plan| {
+                        status.plan = Some(plan);
+                        Progress::Continue
+                    }),
+                    Err(e) => Err(e),
+                }
+            }
+            Action::Finish if capture.spec.dry_run => {
+                // A dry run took no lock, no place and wrote nothing to seal: it only ends.
+                status.completed_at = Some(now());
+                ctx.forget_sessions(&uid);
+                Ok(Progress::Continue)
             }
             Action::Finish => finish(&ctx, &capture, &mut status).await,
         };

@@ -16,7 +16,7 @@ pub use aws::AwsCallObserver;
 use crate::api::{ForensicCapture, Phase};
 
 /// Every phase, so each appears in the gauge (at 0 too) and dashboards need not guess which exist.
-const PHASES: [Phase; 6] = [Phase::Pending, Phase::Acquiring, Phase::Snapshotted, Phase::Isolated, Phase::Completed, Phase::Failed];
+const PHASES: [Phase; 7] = [Phase::Pending, Phase::Acquiring, Phase::Snapshotted, Phase::Isolated, Phase::Completed, Phase::Failed, Phase::Planned];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ControllerLabels {
@@ -223,6 +223,7 @@ fn phase_name(phase: Phase) -> &'static str {
         Phase::Isolated => "Isolated",
         Phase::Completed => "Completed",
         Phase::Failed => "Failed",
+        Phase::Planned => "Planned",
     }
 }
 
