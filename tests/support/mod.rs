@@ -21,7 +21,9 @@ pub struct Stack {
 static STACK: OnceLock<Stack> = OnceLock::new();
 
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // Cargo's value when the test runs: the compile-time one can name another checkout whose build a shared
+    // target directory reused (CI's clone and a working tree share ~/.cache/forensic-capture/target).
+    std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
 /// The running stack, started on first use.

@@ -464,7 +464,7 @@ fn volatility_python() -> Option<PathBuf> {
     let vol = match std::env::var_os("FC_VOLATILITY") {
         Some(p) => PathBuf::from(p),
         None => {
-            let install = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dev/install-volatility");
+            let install = crate_dir().join("../../dev/install-volatility");
             let out = Command::new(&install)
                 .stderr(Stdio::inherit())
                 .output()
@@ -476,8 +476,14 @@ fn volatility_python() -> Option<PathBuf> {
     Some(vol.with_file_name("python"))
 }
 
+/// This crate's directory, as cargo gives it to the running test (the compile-time path can name another
+/// checkout when a shared target directory reuses a build made there, as CI's clone and a working tree do).
+fn crate_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 fn run_check(python: &Path, isf_path: &Path, request: &Value, cache: &Path) -> Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/volatility/check_isf.py");
+    let script = crate_dir().join("tests/volatility/check_isf.py");
     let mut child = Command::new(python)
         .arg("-W")
         .arg("ignore")
