@@ -74,11 +74,12 @@ async fn run(label: &str, n: usize, spec: &str, memory: bool) {
     // FC_BENCH_AWS_RATE_LIMITS replaces the controller's client-side pacing (--aws-rate-limit), to see what the
     // rest of the system can do when pacing is not what sets the pace.
     let mut settings = env.controller_env();
-    let pacing = std::env::var("FC_BENCH_AWS_RATE_LIMITS").ok().filter(|p| !p.is_empty());
-    if let Some(pacing) = &pacing {
-        settings.push(("FC_AWS_RATE_LIMITS", pacing.clone()));
+    let lifted = std::env::var("FC_BENCH_AWS_RATE_LIMITS").ok().filter(|p| !p.is_empty());
+    if let Some(rates) = &lifted {
+        settings.push(("FC_AWS_RATE_LIMITS", rates.clone()));
     }
-    eprintln!("{label}: AWS pacing {}", pacing.as_deref().unwrap_or("the controller's defaults"));
+    let pacing = lifted.unwrap_or_else(|| "the controller's defaults".into());
+    eprintln!("{label}: AWS pacing {pacing}");
     let controller = support::controller::ControllerProcess::start(&settings, &format!("{}-bench-scale", env.namespace));
     let pid = controller.pid().unwrap();
     let address = controller.metrics_address(Duration::from_secs(30));
@@ -137,7 +138,7 @@ async fn run(label: &str, n: usize, spec: &str, memory: bool) {
     let scrape = support::endpoint::scrape(address).await;
     let per = |x: f64| x / n as f64;
     println!("{label}: {n} captures applied in {:.1} s; {completed} completed ({isolated} Isolated) in {wall:.1} s wall", applied.as_secs_f64());
-    println!("  AWS pacing: {}", std::env::var("FC_BENCH_AWS_RATE_LIMITS").ok().filter(|p| !p.is_empty()).as_deref().unwrap_or("the controller's defaults"));
+    println!("  AWS pacing: {pacing}");
     println!("  load before: {}", load_before.trim());
     println!("  CPU seconds per capture: controller {:.3}", per(controller_cpu));
     for ((name, pid), (own, children)) in others.iter().zip(&cpu_before) {

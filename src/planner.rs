@@ -130,6 +130,23 @@ pub fn agent_skip(step: Step, target: &TargetFacts) -> Option<(Reason, String)> 
     None
 }
 
+/// Why memory cannot be acquired from this instance, if it cannot (`avml_configured`: an AVML location and
+/// SHA-256 are set for its architecture): the same answer for the memory step and a dry run's plan.
+pub fn memory_blocker(target: &TargetFacts, avml_configured: bool) -> Option<(Reason, String)> {
+    let instance = &target.instance_id;
+    let architecture = target.architecture.as_deref().unwrap_or_default();
+    if !matches!(architecture, "x86_64" | "arm64") {
+        return Some((Reason::UnsupportedArchitecture, format!("instance {instance} is {architecture:?}: AVML acquires memory on x86_64 and arm64 only")));
+    }
+    if !avml_configured {
+        return Some((Reason::AvmlNotConfigured, format!("instance {instance} is {architecture}: no AVML location and SHA-256 configured for that architecture")));
+    }
+    if !target.memory_mib.is_some_and(|m| m > 0) {
+        return Some((Reason::MemorySizeUnknown, format!("instance {instance}: the instance type's memory size is unknown")));
+    }
+    None
+}
+
 /// A dry run: resolve the target, record the plan, end. No lock (nothing will act on the instance) and no
 /// step.
 fn dry_run_action(status: &ForensicCaptureStatus, situation: &Situation) -> Action {

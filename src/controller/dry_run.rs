@@ -28,15 +28,10 @@ pub async fn make_plan(sc: &StepContext<'_>) -> Result<CapturePlan, StepError> {
         interfaces: instance.interfaces.iter().map(|i| (i.network_interface_id.clone(), i.security_group_ids.clone())).collect(),
         volumes: instance.volumes.clone(),
         root_device: instance.root_device_name.clone(),
-        termination: if containment {
-            match aws.ec2.termination_settings(&instance).await {
-                Ok(t) => Ok((t.disable_api_termination, t.shutdown_behavior)),
-                Err(e) if e.is_retryable() => return Err(retry(e, instance_id)),
-                Err(e) => Err(e.to_string()),
-            }
-        } else {
-            Ok((true, "stop".into()))
-        },
+        termination: read_if(instance_id, containment, || async {
+            aws.ec2.termination_settings(&instance).await.map(|t| (t.disable_api_termination, t.shutdown_behavior))
+        })
+        .await?,
         auto_scaling: read_if(instance_id, containment, || async {
             aws.autoscaling.membership(instance_id).await.map(|m| m.map(|m| (m.group_name, m.lifecycle_state, m.protected_from_scale_in, m.desired_capacity)))
         })

@@ -138,13 +138,11 @@ pub async fn reconcile(capture: Arc<ForensicCapture>, ctx: Arc<Context>) -> Resu
             }
             Action::Plan => {
                 let target = status.target.clone().expect("the planner plans only after resolving the target");
-                match StepContext::new(&ctx, &capture, target).await {
-                    Ok(sc) => super::dry_run::make_plan(&sc).await.map(|plan| {
-                        status.plan = Some(plan);
-                        Progress::Continue
-                    }),
-                    Err(e) => Err(e),
-                }
+                let planned = async { super::dry_run::make_plan(&StepContext::new(&ctx, &capture, target).await?).await }.await;
+                planned.map(|plan| {
+                    status.plan = Some(plan);
+                    Progress::Continue
+                })
             }
             Action::Finish if capture.spec.dry_run => {
                 // A dry run took no lock, no place and wrote nothing to seal: it only ends.

@@ -76,17 +76,14 @@ fn plan_step(s: Step, spec: &ForensicCaptureSpec, target: &TargetFacts, observed
             Err(failed) => failed,
         },
         Step::Memory => {
-            let architecture = target.architecture.clone().unwrap_or_default();
-            if !matches!(architecture.as_str(), "x86_64" | "arm64") {
-                return step(s, StepVerdict::Fail, Some(Reason::UnsupportedArchitecture), format!("instance {instance} is {architecture:?}: AVML acquires memory on x86_64 and arm64 only"));
+            if let Some((reason, message)) = super::memory_blocker(target, settings.avml.is_some()) {
+                return step(s, StepVerdict::Fail, Some(reason), message);
             }
-            let Some(avml) = &settings.avml else {
-                return step(s, StepVerdict::Fail, Some(Reason::AvmlNotConfigured), format!("instance {instance} is {architecture}: no AVML location and SHA-256 configured for that architecture"));
-            };
-            let Some(memory_mib) = target.memory_mib.filter(|m| *m > 0) else {
-                return step(s, StepVerdict::Fail, Some(Reason::MemorySizeUnknown), format!("instance {instance}: the instance type's memory size is unknown"));
+            let (Some(avml), Some(memory_mib)) = (&settings.avml, target.memory_mib) else {
+                unreachable!("memory_blocker checked the AVML and the memory size");
             };
             let parts = plan_parts(memory_mib as u64);
+            let architecture = target.architecture.as_deref().unwrap_or_default();
             match evidence("memory.lime") {
                 Ok(uri) => step(
                     s,
@@ -349,6 +346,12 @@ mod tests {
         let arm = TargetFacts { architecture: Some("arm64".into()), ..target() };
         let plan = super::plan(&spec("caseId: C-1\ntarget: {instanceId: i-1}\n"), &arm, &observed(), &Settings { avml: None, ..settings() });
         assert_eq!((plan.steps[1].would, plan.steps[1].reason.as_deref()), (StepVerdict::Fail, Some("AvmlNotConfigured")));
+        let mips = TargetFacts { architecture: Some("mips".into()), ..target() };
+        let plan = super::plan(&spec("caseId: C-1\ntarget: {instanceId: i-1}\n"), &mips, &observed(), &settings());
+        assert_eq!(plan.steps[1].reason.as_deref(), Some("UnsupportedArchitecture"));
+        let no_size = TargetFacts { memory_mib: None, ..target() };
+        let plan = super::plan(&spec("caseId: C-1\ntarget: {instanceId: i-1}\n"), &no_size, &observed(), &settings());
+        assert_eq!(plan.steps[1].reason.as_deref(), Some("MemorySizeUnknown"));
         let none = Observed { volumes: Vec::new(), ..observed() };
         let plan = super::plan(&spec("caseId: C-1\ntarget: {instanceId: i-1}\n"), &target(), &none, &settings());
         assert_eq!(plan.steps[2].reason.as_deref(), Some("NoVolumes"));

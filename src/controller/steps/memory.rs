@@ -42,21 +42,16 @@ fn execution_timeout(memory_mib: u64) -> u64 {
 pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, writer: &mut Writer<'_>) -> Result<Progress, StepError> {
     let instance_id = sc.instance_id().to_string();
     let architecture = sc.target.architecture.clone().unwrap_or_default();
-    if !matches!(architecture.as_str(), "x86_64" | "arm64") {
-        return Err(StepError::failed(Reason::UnsupportedArchitecture,
-            format!("instance {instance_id} is {architecture:?}: AVML acquires memory on x86_64 and arm64 only"),
-        ));
+    let avml = sc.ctx.config.avml_for(&architecture);
+    if let Some((reason, message)) = crate::planner::memory_blocker(&sc.target, avml.is_some()) {
+        return Err(StepError::failed(reason, message));
     }
-    let (avml_uri, avml_sha256) = sc.ctx.config.avml_for(&architecture).ok_or_else(|| {
-        StepError::failed(Reason::AvmlNotConfigured,
-            format!("instance {instance_id} is {architecture}: no AVML location and SHA-256 configured for that architecture"),
-        )
-    })?;
+    let (Some((avml_uri, avml_sha256)), Some(memory_mib)) = (avml, sc.target.memory_mib) else {
+        unreachable!("memory_blocker checked the AVML and the memory size");
+    };
+    let memory_mib = memory_mib as u64;
     let (avml_bucket, avml_key) = parse_s3_uri(&avml_uri)
         .ok_or_else(|| StepError::failed(Reason::AvmlNotConfigured, format!("AVML location {avml_uri:?} is not s3://bucket/key")))?;
-    let memory_mib = sc.target.memory_mib.filter(|m| *m > 0).ok_or_else(|| {
-        StepError::failed(Reason::MemorySizeUnknown, format!("instance {instance_id}: the instance type's memory size is unknown"))
-    })? as u64;
     let parts = plan_parts(memory_mib);
     let (bucket, prefix) = sc.evidence()?;
     let key = sc.key(&prefix, "memory.lime");
