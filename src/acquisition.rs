@@ -20,9 +20,20 @@ pub struct PartPlan {
     pub part_count: u64,
 }
 
+/// The image can exceed the nominal size a little; plans are for 10% more, plus a fixed margin.
+fn expected_image_bytes(memory_mib: u64) -> u64 {
+    memory_mib * MIB + memory_mib * MIB / 10 + 64 * MIB
+}
+
+/// Whether an image of this much memory fits the upload plan: its planned parts of at most 5 GiB each, with the
+/// margin above. (About 40 TiB; no EC2 instance type has that much today, but the check costs nothing and a
+/// capture that would run out of parts should say so before it starts, not after uploading 9,000 of them.)
+pub fn fits_upload_plan(memory_mib: u64) -> bool {
+    expected_image_bytes(memory_mib) <= PART_SIZE_MAX * PLANNED_PARTS_MAX
+}
+
 pub fn plan_parts(memory_mib: u64) -> PartPlan {
-    // The image can exceed the nominal size a little; plan for 10% more, plus a fixed margin.
-    let expected = memory_mib * MIB + memory_mib * MIB / 10 + 64 * MIB;
+    let expected = expected_image_bytes(memory_mib);
     let part_size = expected.div_ceil(PLANNED_PARTS_MAX).div_ceil(MIB) * MIB;
     let part_size = part_size.clamp(PART_SIZE_MIN, PART_SIZE_MAX);
     let part_count = expected.div_ceil(part_size).min(S3_PARTS_MAX);

@@ -2,11 +2,11 @@
 
 use kube::CustomResourceExt;
 
-use crate::api::{ContainmentRelease, ForensicCapture};
+use crate::api::{CaptureApproval, CapturePolicy, ContainmentRelease, ForensicCapture, ForensicReadiness};
 
 /// The CRDs as committed in `crds/forensic-capture.dev.yaml`, one YAML document each.
 pub fn yaml() -> String {
-    let documents: Vec<String> = [ForensicCapture::crd(), ContainmentRelease::crd()]
+    let documents: Vec<String> = [ForensicCapture::crd(), ContainmentRelease::crd(), CapturePolicy::crd(), CaptureApproval::crd(), ForensicReadiness::crd()]
         .iter()
         .map(|crd| serde_yaml::to_string(crd).expect("a CRD serializes to YAML"))
         .collect();

@@ -44,6 +44,31 @@ enum Command {
         #[arg(long = "account-role", env = "FC_VERIFY_ACCOUNT_ROLES", value_delimiter = ',')]
         account_roles: Vec<forensic_capture::controller::accounts_config::TargetRole>,
     },
+    /// Check, without changing anything, that instances could be captured now (the check a ForensicReadiness
+    /// runs on an interval): per instance, a dry run of a full capture (SSM agent online, platform and
+    /// architecture with an AVML configured, memory within the upload plan, what containment would handle);
+    /// for the controller's account, the evidence bucket and its Object Lock, the signing key and the presign
+    /// role; for each other account, its target role. Takes the controller's settings (flags or FC_*
+    /// environment). Exits 1 when anything is not ready.
+    Readiness {
+        /// An instance to check (repeatable).
+        #[arg(long = "instance-id")]
+        instance_ids: Vec<String>,
+        /// Instances carrying this tag, as KEY=VALUE (repeatable: all must match).
+        #[arg(long = "tag", value_parser = parse_tag)]
+        tags: Vec<(String, String)>,
+        /// An account to look in (repeatable); the controller's own when none.
+        #[arg(long = "account")]
+        accounts: Vec<String>,
+        /// A Region to look in (repeatable); the default Region when none.
+        #[arg(long = "region")]
+        regions: Vec<String>,
+        /// table (for people) or json (the ForensicReadiness status).
+        #[arg(short, long, default_value = "table", value_parser = ["table", "json"])]
+        output: String,
+        #[command(flatten)]
+        config: Config,
+    },
     /// Build Volatility 3 symbols (an ISF) from a capture's symbols.tar.gz, offline, as the controller does at
     /// capture time: for captures whose symbols were not built then, or to rebuild them for review. Prints
     /// what came from where (address source, inferred symbol types, placeholders).
@@ -91,6 +116,30 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
+        Command::Readiness { instance_ids, tags, accounts, regions, output, config } => {
+            if instance_ids.is_empty() && tags.is_empty() {
+                anyhow::bail!("select instances: give --instance-id or --tag");
+            }
+            let spec = forensic_capture::api::ForensicReadinessSpec { instance_ids, instance_tags: tags.into_iter().collect(), accounts, regions, interval_minutes: 60 };
+            // Nodes are never read (readiness selects instances by ID and tag), so without a cluster the
+            // command still runs, with a client that is never called.
+            let client = match kube::Client::try_default().await {
+                Ok(client) => client,
+                Err(_) => kube::Client::try_from(kube::Config::new("http://127.0.0.1:1".parse().expect("a valid URL")))?,
+            };
+            let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+            let ctx = controller::Context::new(client, config, aws);
+            let who = std::env::var("USER").map(|u| format!("forensic-capture readiness ({u})")).unwrap_or_else(|_| "forensic-capture readiness".into());
+            let status = controller::readiness::check(&ctx, &spec, &who).await.map_err(|e| anyhow::anyhow!("readiness check: {e}"))?;
+            if output == "json" {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", forensic_capture::readiness::table(&status));
+            }
+            if !forensic_capture::readiness::verdict(&status).0 {
+                std::process::exit(1);
+            }
+        }
         Command::Run { config, log_format } => {
             init_logging(&log_format);
             let client = kube::Client::try_default().await?;
@@ -102,6 +151,13 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn parse_tag(value: &str) -> Result<(String, String), String> {
+    match value.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{value:?} is not KEY=VALUE")),
+    }
 }
 
 /// A manifest URI as given, or the manifest a capture (namespace/name) recorded, with what it recorded.

@@ -27,6 +27,17 @@ fn requested_by(capture: &ForensicCapture) -> Value {
     })
 }
 
+/// The finding a CapturePolicy created the capture from, with the finding itself as JSON (as the event carried
+/// it; a finding cut to fit the resource stays the text it was). None for a capture made by hand.
+fn trigger(capture: &ForensicCapture) -> Value {
+    let Some(trigger) = &capture.spec.trigger else { return Value::Null };
+    let mut recorded = serde_json::to_value(trigger).unwrap_or_default();
+    if let Ok(finding) = serde_json::from_str::<Value>(&trigger.finding) {
+        recorded["finding"] = finding;
+    }
+    recorded
+}
+
 /// Who asked, in one word, for a target-account session's SourceIdentity: the requested-by annotation, else
 /// the first field manager that wrote the object's spec (kubectl, argocd-controller, helm, ...).
 pub fn requester(meta: &kube::api::ObjectMeta) -> String {
@@ -94,6 +105,8 @@ pub fn build(capture: &ForensicCapture, status: &ForensicCaptureStatus, controll
         },
         "caseId": capture.spec.case_id,
         "requestedBy": requested_by(capture),
+        "trigger": trigger(capture),
+        "approval": status.approval,
         "target": status.target,
         "artifacts": status.artifacts,
         "snapshots": snapshots(status, snapshot_tags),

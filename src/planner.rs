@@ -34,6 +34,9 @@ pub enum Action {
     ResolveTarget,
     /// Take the per-instance lock.
     AcquireLock,
+    /// Look for the CaptureApproval this capture waits for (spec.requiresApproval): nothing is done in AWS,
+    /// not even resolving the target, until one is recorded.
+    AwaitApproval,
     /// Start or continue a step.
     Run(Step),
     /// Record that a step will not run, and why.
@@ -52,6 +55,9 @@ fn skip(step: Step, reason: Reason, message: String) -> Action {
 pub fn next_action(spec: &ForensicCaptureSpec, status: &ForensicCaptureStatus, situation: &Situation) -> Action {
     if status.completed_at.is_some() {
         return Action::Nothing;
+    }
+    if awaiting_approval(spec, status) && !situation.deleting {
+        return Action::AwaitApproval;
     }
     if spec.dry_run {
         return dry_run_action(status, situation);
@@ -105,6 +111,11 @@ pub fn next_action(spec: &ForensicCaptureSpec, status: &ForensicCaptureStatus, s
     Action::Run(first)
 }
 
+/// The capture waits for a CaptureApproval (a CapturePolicy in Approval mode created it) and has none yet.
+pub fn awaiting_approval(spec: &ForensicCaptureSpec, status: &ForensicCaptureStatus) -> bool {
+    spec.requires_approval && status.approval.is_none()
+}
+
 /// Why a step that runs a command on the instance cannot run there, if it cannot: the same answer for a
 /// capture and for a dry run's plan.
 pub fn agent_skip(step: Step, target: &TargetFacts) -> Option<(Reason, String)> {
@@ -141,8 +152,14 @@ pub fn memory_blocker(target: &TargetFacts, avml_configured: bool) -> Option<(Re
     if !avml_configured {
         return Some((Reason::AvmlNotConfigured, format!("instance {instance} is {architecture}: no AVML location and SHA-256 configured for that architecture")));
     }
-    if !target.memory_mib.is_some_and(|m| m > 0) {
+    let Some(memory_mib) = target.memory_mib.filter(|&m| m > 0) else {
         return Some((Reason::MemorySizeUnknown, format!("instance {instance}: the instance type's memory size is unknown")));
+    };
+    if !crate::acquisition::fits_upload_plan(memory_mib as u64) {
+        return Some((
+            Reason::MemoryExceedsUploadLimits,
+            format!("instance {instance} has {memory_mib} MiB of memory: its image would not fit S3's 10,000 parts of at most 5 GiB with the upload plan's margin"),
+        ));
     }
     None
 }

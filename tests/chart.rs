@@ -151,6 +151,35 @@ fn the_rendered_resource_list_is_the_documented_one() {
     assert_eq!(bindings, ["cases/fc-forensic-capture", "security/fc-forensic-capture-leases", "cases/fc-forensic-capture-leases"]);
 }
 
+/// The finding intake's permissions come with its queue: without findings.queueUrl the controller may not read
+/// policies or create captures; with it, it may, and the Deployment names the queue.
+#[test]
+fn the_finding_intake_is_granted_only_with_a_queue() {
+    let verbs_on = |rendered: &[Value], resource: &str| -> Vec<String> {
+        let role = chart::find(rendered, "ClusterRole").into_iter().find(|r| r["metadata"]["name"] == "fc-forensic-capture").unwrap();
+        role["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["resources"].as_array().unwrap().iter().any(|x| x == resource))
+            .flat_map(|r| r["verbs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()))
+            .collect()
+    };
+    let without = chart::render("fc", "security", &[]).unwrap();
+    assert!(!verbs_on(&without, "forensiccaptures").contains(&"create".to_string()));
+    assert!(verbs_on(&without, "capturepolicies").is_empty());
+    let queue = "https://sqs.eu-west-1.amazonaws.com/123456789012/forensic-capture-findings";
+    let with = chart::render("fc", "security", &set_string("findings.queueUrl", queue)).unwrap();
+    assert!(verbs_on(&with, "forensiccaptures").contains(&"create".to_string()));
+    assert_eq!(verbs_on(&with, "capturepolicies"), ["get", "list"]);
+    assert_eq!(verbs_on(&with, "capturepolicies/status"), ["patch"]);
+    let deployment = &chart::find(&with, "Deployment")[0];
+    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap();
+    assert!(env.iter().any(|e| e["name"] == "FC_FINDING_QUEUE_URL" && e["value"] == queue), "{env:?}");
+    let error = chart::render("fc", "security", &set_string("findings.queueUrl", "forensic-capture-findings")).expect_err("a queue name is not a URL");
+    assert!(error.contains("/findings/queueUrl"), "{error}");
+}
+
 /// Sends an object to the API server as a server-side apply with dryRun=All: admission and validation run in
 /// full, nothing is stored.
 async fn dry_run_apply(client: &kube::Client, object: &Value) -> Result<(), String> {
@@ -341,6 +370,8 @@ async fn helm_install_creates_every_object_and_a_service_monitor_only_where_the_
             rule(&["forensic-capture.dev"], &["forensiccaptures/status"], &["patch"]),
             rule(&["forensic-capture.dev"], &["containmentreleases"], &["get", "list", "watch"]),
             rule(&["forensic-capture.dev"], &["containmentreleases/status"], &["patch"]),
+            rule(&["forensic-capture.dev"], &["captureapprovals", "forensicreadinesses"], &["get", "list", "watch"]),
+            rule(&["forensic-capture.dev"], &["captureapprovals/status", "forensicreadinesses/status"], &["patch"]),
             rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
         ]
     );
@@ -359,7 +390,10 @@ async fn helm_install_creates_every_object_and_a_service_monitor_only_where_the_
         ("create", "events.k8s.io", "events", elsewhere, true),
         ("get", "", "nodes", None, true),
         ("update", "coordination.k8s.io", "leases", Some(namespace.as_str()), true),
+        ("patch", "forensic-capture.dev", "captureapprovals/status", elsewhere, true),
+        // Without findings.queueUrl there is no intake: no policies read, no captures created.
         ("create", "forensic-capture.dev", "forensiccaptures", elsewhere, false),
+        ("list", "forensic-capture.dev", "capturepolicies", elsewhere, false),
         ("delete", "forensic-capture.dev", "forensiccaptures", elsewhere, false),
         ("update", "forensic-capture.dev", "forensiccaptures", elsewhere, false),
         ("list", "", "nodes", None, false),

@@ -128,3 +128,50 @@ async fn printer_columns_are_served() {
     assert_eq!(columns, vec!["Phase", "Instance", "Case", "Ready", "Reason", "Age"]);
     assert_eq!(crd.spec.names.short_names, Some(vec!["fc".to_string()]));
 }
+
+/// Creates a CapturePolicy or CaptureApproval from raw JSON; the API server's answer (422 message) on refusal.
+async fn create_raw(namespace: &str, kind: &str, name: &str, spec: serde_json::Value) -> Result<(), String> {
+    let client = support::stack().kube().await;
+    let resource = match kind {
+        "CapturePolicy" => kube::discovery::ApiResource::erase::<forensic_capture::api::CapturePolicy>(&()),
+        _ => kube::discovery::ApiResource::erase::<forensic_capture::api::CaptureApproval>(&()),
+    };
+    let raw: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(client, namespace, &resource);
+    let object: kube::api::DynamicObject =
+        serde_json::from_value(json!({"apiVersion": "forensic-capture.dev/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec})).unwrap();
+    match raw.create(&PostParams::default(), &object).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 422 => Err(status.message),
+        Err(other) => panic!("{kind} {name}: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn capture_policies_and_approvals_are_checked_at_apply_time() {
+    let (_, ns) = setup().await;
+    let policy = |sources: serde_json::Value, extra: serde_json::Value| {
+        let mut spec = json!({"mode": "Automatic", "sources": sources, "template": {"isolation": {"enabled": true}}});
+        spec.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        spec
+    };
+    create_raw(&ns, "CapturePolicy", "ok", policy(json!({"guardDuty": {"findingTypes": ["Backdoor:EC2/*"]}}), json!({}))).await.unwrap();
+    let msg = create_raw(&ns, "CapturePolicy", "no-source", policy(json!({}), json!({}))).await.unwrap_err();
+    assert!(msg.contains("set at least one source"), "{msg}");
+    let msg = create_raw(&ns, "CapturePolicy", "severity", policy(json!({"guardDuty": {"minSeverity": 11}}), json!({}))).await.unwrap_err();
+    assert!(msg.contains("spec.sources.guardDuty.minSeverity"), "{msg}");
+    let msg = create_raw(&ns, "CapturePolicy", "mode", policy(json!({"guardDuty": {}}), json!({"mode": "Sometimes"}))).await.unwrap_err();
+    assert!(msg.contains("spec.mode"), "{msg}");
+    let msg = create_raw(&ns, "CapturePolicy", "rate", policy(json!({"guardDuty": {}}), json!({"maxCapturesPerHour": 0}))).await.unwrap_err();
+    assert!(msg.contains("spec.maxCapturesPerHour"), "{msg}");
+    let msg = create_raw(&ns, "CapturePolicy", "prefix", policy(json!({"guardDuty": {}}), json!({"template": {"caseIdPrefix": "no spaces"}}))).await.unwrap_err();
+    assert!(msg.contains("spec.template.caseIdPrefix"), "{msg}");
+    let msg = create_raw(&ns, "CapturePolicy", "label", policy(json!({"securityHubFindings": {"minSeverityLabel": "SEVERE"}}), json!({}))).await.unwrap_err();
+    assert!(msg.contains("minSeverityLabel"), "{msg}");
+
+    create_raw(&ns, "CaptureApproval", "go", json!({"captureName": "c", "reason": "confirmed"})).await.unwrap();
+    let msg = create_raw(&ns, "CaptureApproval", "no-reason", json!({"captureName": "c", "reason": ""})).await.unwrap_err();
+    assert!(msg.contains("spec.reason"), "{msg}");
+    let approvals: kube::Api<forensic_capture::api::CaptureApproval> = kube::Api::namespaced(support::stack().kube().await, &ns);
+    let changed = approvals.patch("go", &PatchParams::default(), &Patch::Merge(json!({"spec": {"captureName": "other"}}))).await.unwrap_err();
+    assert!(changed.to_string().contains("an approval is a record"), "{changed}");
+}

@@ -40,6 +40,8 @@ const ACTIONS_FOR: &[(&str, &[&str])] = &[
     ("sts:AssumeRole", &["sts:AssumeRole", "sts:SetSourceIdentity", "sts:TagSession"]),
     // Giving an instance a profile passes the profile's role.
     ("ec2:ReplaceIamInstanceProfileAssociation", &["ec2:ReplaceIamInstanceProfileAssociation", "iam:PassRole"]),
+    // AWS needs no permission for it ("No permissions are required to perform this operation").
+    ("sts:GetCallerIdentity", &[]),
 ];
 
 /// Actions on identities, keys and evidence, which a policy must grant on named resources only.
@@ -238,10 +240,12 @@ fn controller_policies_grant_exactly_the_actions_of_the_operations_the_code_call
     let needed = needed(calls().iter().filter(|c| c.file != VERIFIER_SOURCE));
     let base = granted("controller-policy.json");
     let credentials = granted("controller-credentials-policy.json");
-    let both: Vec<&String> = base.intersection(&credentials).collect();
-    assert!(both.is_empty(), "granted by both controller policies: {both:?}");
-    if let Some(difference) = difference(&needed, &base.union(&credentials).cloned().collect()) {
-        panic!("iam/controller-policy.json + iam/controller-credentials-policy.json vs the code: {difference}");
+    let intake = granted("finding-intake-policy.json");
+    let both: Vec<&String> = base.intersection(&credentials).chain(base.intersection(&intake)).collect();
+    assert!(both.is_empty(), "granted by two controller policies: {both:?}");
+    let all: BTreeSet<String> = base.iter().chain(&credentials).chain(&intake).cloned().collect();
+    if let Some(difference) = difference(&needed, &all) {
+        panic!("iam/controller-policy.json + controller-credentials-policy.json + finding-intake-policy.json vs the code: {difference}");
     }
 }
 

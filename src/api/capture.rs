@@ -51,6 +51,17 @@ pub struct ForensicCaptureSpec {
     /// it cannot change: to capture for real, create a new ForensicCapture.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
+
+    /// Wait for a CaptureApproval naming this capture before doing anything in AWS (phase Pending, reason
+    /// AwaitingApproval). Set by a CapturePolicy in Approval mode; a capture created by hand leaves it out and
+    /// never waits.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub requires_approval: bool,
+
+    /// The finding that led to this capture, when a CapturePolicy created it; recorded in the manifest as the
+    /// capture's trigger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<super::FindingTrigger>,
 }
 
 /// Which instance to capture: exactly one of `instanceId` or `nodeName`.
@@ -297,6 +308,10 @@ pub struct ForensicCaptureStatus {
     /// When every step had reached an end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,
+
+    /// The CaptureApproval that let a capture with spec.requiresApproval start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<super::ApprovalRecord>,
 
     /// A dry run's plan (spec.dryRun): what a capture would do, and the state it would change.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -75,6 +75,7 @@ reasons! {
     AvmlChecksumMismatch => "the AVML the instance downloaded has the wrong SHA-256, so it was not run",
     UnsupportedArchitecture => "the instance's architecture is not one AVML runs on (x86_64, arm64), or not the one configured",
     MemorySizeUnknown => "the instance type's memory size is unknown, so the upload cannot be planned",
+    MemoryExceedsUploadLimits => "the instance's memory image would not fit the upload plan (S3's 10,000 parts of at most 5 GiB, with the plan's margin)",
     KernelLockdown => "kernel lockdown closes every memory source to every tool",
     NoMemorySource => "none of /proc/kcore, /dev/crash and /dev/mem can be read",
     ToolNotExecutable => "AVML could not be executed on the instance (noexec /dev/shm and no tmpfs /run)",
@@ -128,8 +129,17 @@ reasons! {
     // Dry runs (spec.dryRun).
     Planned => "a dry run recorded its plan in status.plan; nothing in AWS was changed",
     DryRun => "a dry run runs no step: status.plan says what this condition's steps would do",
-    // ContainmentRelease.
-    CaptureNotFound => "the ForensicCapture to release does not exist",
+    // Finding-driven captures (CapturePolicy, CaptureApproval).
+    AwaitingApproval => "the capture was created by a CapturePolicy in Approval mode and waits for a CaptureApproval naming it; nothing is done in AWS until then",
+    ApprovalNotRequired => "the CaptureApproval names a capture that does not wait for approval (created by hand or by an Automatic policy)",
+    AlreadyApproved => "the CaptureApproval names a capture that another approval already let start",
+    // Readiness (ForensicReadiness, forensic-capture readiness).
+    ContainmentStateUnknown => "readiness: a read containment needs was refused (the message names the operation and the AWS error)",
+    VersioningNotEnabled => "readiness: the evidence bucket does not have versioning enabled",
+    ObjectLockNotEnabled => "readiness: Object Lock is configured (--object-lock-mode) but the evidence bucket does not have it enabled",
+    SigningKeyUnusable => "readiness: the manifest signing key cannot be described, or offers no SHA-256 signing algorithm",
+    // ContainmentRelease (CaptureNotFound also for CaptureApproval).
+    CaptureNotFound => "the ForensicCapture to release or approve does not exist",
     CaptureInProgress => "the capture is still running; the release waits until it ends",
     NothingToRelease => "the capture ended without applying containment",
 }

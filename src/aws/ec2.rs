@@ -62,6 +62,8 @@ pub struct SnapshotInfo {
 
 /// The EC2 calls the controller makes.
 pub trait Ec2Api: Send + Sync {
+    /// IDs of the instances (not terminated) that have one of `ids` (any when empty) and every tag in `tags`.
+    fn instances_selected(&self, ids: &[String], tags: &[(String, String)]) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
     fn describe_instance(&self, instance_id: &str) -> impl Future<Output = Result<Option<InstanceInfo>, AwsError>> + Send;
     fn instance_type_memory_mib(&self, instance_type: &str) -> impl Future<Output = Result<Option<i64>, AwsError>> + Send;
     fn snapshots_tagged(&self, capture_uid: &str) -> impl Future<Output = Result<Vec<SnapshotInfo>, AwsError>> + Send;
@@ -183,6 +185,24 @@ impl SdkEc2 {
 }
 
 impl Ec2Api for SdkEc2 {
+    async fn instances_selected(&self, ids: &[String], tags: &[(String, String)]) -> Result<Vec<String>, AwsError> {
+        // IDs as a filter rather than InstanceIds: an ID that does not exist selects nothing instead of failing
+        // the whole call.
+        let mut filters = vec![Filter::builder().name("instance-state-name").set_values(Some(["pending", "running", "stopping", "stopped"].map(String::from).to_vec())).build()];
+        if !ids.is_empty() {
+            filters.push(Filter::builder().name("instance-id").set_values(Some(ids.to_vec())).build());
+        }
+        filters.extend(tags.iter().map(|(k, v)| tag_filter(k, v)));
+        let mut pages = self.0.describe_instances().set_filters(Some(filters)).into_paginator().send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| AwsError::from_sdk("ec2:DescribeInstances", e))?;
+            found.extend(page.reservations().iter().flat_map(|r| r.instances()).filter_map(|i| i.instance_id().map(str::to_string)));
+        }
+        found.sort();
+        Ok(found)
+    }
+
     async fn instance_profile(&self, instance_id: &str) -> Result<Option<(String, String)>, AwsError> {
         let output = self
             .0

@@ -14,6 +14,7 @@ pub mod sessions;
 pub mod snapshot_copy;
 pub mod snapshot_lock;
 pub mod snapshot_share;
+pub mod sqs;
 pub mod ssm;
 
 pub use clients::{CaptureClients, RegionClients};

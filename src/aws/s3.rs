@@ -34,6 +34,9 @@ impl Presign {
 /// The S3 calls the controller makes.
 pub trait EvidenceStore: Send + Sync {
     fn check_bucket(&self, bucket: &str) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// The bucket's versioning status (Enabled, Suspended; None when never set) and whether Object Lock is
+    /// enabled on it.
+    fn bucket_protection(&self, bucket: &str) -> impl Future<Output = Result<(Option<String>, bool), AwsError>> + Send;
     /// Presigned URLs for exactly these objects, valid for `ttl`.
     fn presign(&self, requests: &[Presign], ttl: Duration, session_name: &str) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
     /// Writes an object the controller itself produced, with its SHA-256 as an S3 additional checksum (S3
@@ -138,6 +141,22 @@ impl EvidenceStore for SdkEvidenceStore {
     async fn check_bucket(&self, bucket: &str) -> Result<(), AwsError> {
         self.s3.head_bucket().bucket(bucket).send().await.map_err(|e| AwsError::from_sdk("s3:HeadBucket", e))?;
         Ok(())
+    }
+
+    async fn bucket_protection(&self, bucket: &str) -> Result<(Option<String>, bool), AwsError> {
+        let versioning = self.s3.get_bucket_versioning().bucket(bucket).send().await.map_err(|e| AwsError::from_sdk("s3:GetBucketVersioning", e))?;
+        let lock = match self.s3.get_object_lock_configuration().bucket(bucket).send().await {
+            Ok(output) => output.object_lock_configuration().and_then(|c| c.object_lock_enabled()).is_some_and(|e| e.as_str() == "Enabled"),
+            Err(e) => {
+                let e = AwsError::from_sdk("s3:GetObjectLockConfiguration", e);
+                // A bucket without Object Lock answers with this error rather than an empty configuration.
+                if e.code != "ObjectLockConfigurationNotFoundError" {
+                    return Err(e);
+                }
+                false
+            }
+        };
+        Ok((versioning.status().map(|s| s.as_str().to_string()), lock))
     }
 
     async fn presign(&self, requests: &[Presign], ttl: Duration, session_name: &str) -> Result<Vec<String>, AwsError> {

@@ -104,6 +104,11 @@ pub struct Config {
     #[arg(long, env = "FC_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
 
+    /// SQS queue URL that EventBridge rules send GuardDuty and Security Hub findings to (docs/findings.md).
+    /// Set: the leader reads it and creates ForensicCaptures as the CapturePolicies say. Unset: no intake.
+    #[arg(long, env = "FC_FINDING_QUEUE_URL")]
+    pub finding_queue_url: Option<String>,
+
     /// How many captures are reconciled at once.
     #[arg(long, env = "FC_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,

@@ -1,6 +1,7 @@
 //! The controller runtime: watches ForensicCaptures and drives each through the planner's actions.
 
 pub mod accounts_config;
+mod approval;
 mod backoff;
 mod capacity;
 mod clients;
@@ -9,6 +10,7 @@ mod containment;
 mod dry_run;
 mod failure;
 mod health;
+mod intake;
 mod leader;
 mod lock;
 pub mod metrics;
@@ -16,6 +18,7 @@ mod observe;
 pub mod operations_config;
 pub mod protection_config;
 mod protect;
+pub mod readiness;
 mod reconcile;
 mod records;
 mod release;
@@ -40,7 +43,7 @@ use kube::{
     runtime::{Controller, WatchStreamExt, controller::Action, events::Reporter, reflector, watcher},
 };
 
-use crate::api::{ContainmentRelease, ForensicCapture};
+use crate::api::{CaptureApproval, ContainmentRelease, ForensicCapture, ForensicReadiness};
 pub use config::Config;
 pub use supervisor::run;
 
@@ -107,7 +110,7 @@ fn hostname() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string())
 }
 
-/// Runs both controllers (captures and releases) until `shutdown` resolves and running reconciles end.
+/// Runs the controllers (captures, releases, approvals) and the finding intake until `shutdown` resolves and running reconciles end.
 /// Only the leader runs this (supervisor.rs).
 async fn run_controllers(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
@@ -129,8 +132,13 @@ async fn run_controllers(ctx: Arc<Context>, shutdown: impl std::future::Future<O
             };
             std::future::ready(!own_write)
         });
-    let capture_controller = Controller::for_stream(capture_events, store);
+    // A new CaptureApproval starts its capture's reconcile at once, rather than at the capture's next look.
+    let capture_controller = Controller::for_stream(capture_events, store).watches(scoped_api::<CaptureApproval>(&ctx), watcher::Config::default(), |approval| {
+        approval.namespace().map(|ns| reflector::ObjectRef::new(&approval.spec.capture_name).within(&ns))
+    });
     let release_controller = Controller::new(releases, watcher::Config::default().any_semantic());
+    let approval_controller = Controller::new(scoped_api::<CaptureApproval>(&ctx), watcher::Config::default().any_semantic());
+    let readiness_controller = Controller::new(scoped_api::<ForensicReadiness>(&ctx), watcher::Config::default().any_semantic());
     ctx.metrics.count_captures_in(capture_controller.store());
     tokio::spawn(ctx.health.clone().ready_when_listable(scoped_api(&ctx), scoped_api(&ctx)));
     let capture_controller = capture_controller
@@ -139,11 +147,22 @@ async fn run_controllers(ctx: Arc<Context>, shutdown: impl std::future::Future<O
         .run(observe::capture, error_policy, ctx.clone())
         .for_each(log_result);
     let release_controller = release_controller
-        .with_config(config)
-        .graceful_shutdown_on(shutdown)
-        .run(observe::release, error_policy, ctx)
+        .with_config(config.clone())
+        .graceful_shutdown_on(shutdown.clone())
+        .run(observe::release, error_policy, ctx.clone())
         .for_each(log_result);
-    futures::join!(capture_controller, release_controller);
+    let approval_controller = approval_controller
+        .with_config(config.clone())
+        .graceful_shutdown_on(shutdown.clone())
+        .run(observe::approval, error_policy, ctx.clone())
+        .for_each(log_result);
+    let readiness_controller = readiness_controller
+        .with_config(config)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(observe::readiness, error_policy, ctx.clone())
+        .for_each(log_result);
+    let intake = intake::run(ctx, shutdown);
+    futures::join!(capture_controller, release_controller, approval_controller, readiness_controller, intake);
 }
 
 /// The store holds every capture for as long as it exists, and the field sets of its managedFields (which

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use kube::{ResourceExt, runtime::controller::Action};
 use tracing::{Instrument, field};
 
-use super::{Context, reconcile, release};
-use crate::api::{ContainmentRelease, ForensicCapture};
+use super::{Context, approval, readiness, reconcile, release};
+use crate::api::{CaptureApproval, ContainmentRelease, ForensicCapture, ForensicReadiness};
 
 pub async fn capture(capture: Arc<ForensicCapture>, ctx: Arc<Context>) -> Result<Action, reconcile::Error> {
     let span = tracing::info_span!("reconcile", controller = "capture", capture = %key(&*capture, &capture.name_any()), instance = field::Empty);
@@ -32,6 +32,23 @@ pub async fn release(release: Arc<ContainmentRelease>, ctx: Arc<Context>) -> Res
     }
     let uid = release.metadata.uid.clone().unwrap_or_default();
     observed(&ctx, "release", &uid, release::reconcile(release.clone(), ctx.clone())).instrument(span).await
+}
+
+pub async fn approval(approval: Arc<CaptureApproval>, ctx: Arc<Context>) -> Result<Action, reconcile::Error> {
+    let span = tracing::info_span!(
+        "reconcile",
+        controller = "approval",
+        approval = %key(&*approval, &approval.name_any()),
+        capture = %key(&*approval, &approval.spec.capture_name)
+    );
+    let uid = approval.metadata.uid.clone().unwrap_or_default();
+    observed(&ctx, "approval", &uid, approval::reconcile(approval.clone(), ctx.clone())).instrument(span).await
+}
+
+pub async fn readiness(readiness: Arc<ForensicReadiness>, ctx: Arc<Context>) -> Result<Action, reconcile::Error> {
+    let span = tracing::info_span!("reconcile", controller = "readiness", readiness = %key(&*readiness, &readiness.name_any()));
+    let uid = readiness.metadata.uid.clone().unwrap_or_default();
+    observed(&ctx, "readiness", &uid, readiness::reconcile(readiness.clone(), ctx.clone())).instrument(span).await
 }
 
 /// `namespace/name` of `name` in the object's namespace.

@@ -11,7 +11,7 @@ use kube::{
 use serde_json::json;
 
 use super::{
-    Context, FINALIZER, backoff, capacity, lock, records, resolve, seal,
+    Context, FINALIZER, approval, backoff, capacity, lock, records, resolve, seal,
     failure::StepError,
     status::{Writer, now},
     step_context::StepContext,
@@ -71,7 +71,7 @@ pub async fn reconcile(capture: Arc<ForensicCapture>, ctx: Arc<Context>) -> Resu
 
     let mut writer = Writer::new(&ctx, &capture);
     let mut status = writer.written.clone();
-    if status.started_at.is_none() {
+    if status.started_at.is_none() && !planner::awaiting_approval(&capture.spec, &status) {
         status.started_at = Some(now());
     }
 
@@ -99,6 +99,19 @@ pub async fn reconcile(capture: Arc<ForensicCapture>, ctx: Arc<Context>) -> Resu
                 }
                 return Ok(Requeue::await_change());
             }
+            Action::AwaitApproval => match approval::find(&ctx, &capture).await? {
+                Some(record) => {
+                    tracing::info!(approval = %record.name, approved_by = %record.approved_by, "approved");
+                    status.approval = Some(record);
+                    status.started_at = Some(now());
+                    Ok(Progress::Continue)
+                }
+                None => {
+                    writer.publish(&mut status, Some(&approval::waiting(&capture))).await?;
+                    // CaptureApprovals are watched (mod.rs): a new one starts a reconcile at once.
+                    return Ok(Requeue::requeue(approval::LOOK_AGAIN));
+                }
+            },
             Action::ResolveTarget => resolve::resolve(&ctx, &capture).await.map(|target| {
                 status.target = Some(target);
                 Progress::Continue

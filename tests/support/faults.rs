@@ -67,6 +67,12 @@ impl FaultProxy {
         get_json(&format!("{}/_fault-proxy/counters", self.url)).await
     }
 
+    /// Every request's operation (`service:Operation`), in the order the proxy saw them.
+    pub async fn operations_seen(&self) -> Vec<String> {
+        let log = get_json(&format!("{}/_fault-proxy/requests", self.url)).await;
+        log.as_array().unwrap().iter().map(|r| r["operation"].as_str().unwrap_or_default().to_string()).collect()
+    }
+
     /// Environment that points a controller's AWS clients at the proxy.
     pub fn controller_env(&self) -> Vec<(&'static str, String)> {
         vec![("AWS_ENDPOINT_URL", self.url.clone()), ("AWS_ENDPOINT_URL_SSM", self.url.clone())]
@@ -115,4 +121,16 @@ pub fn count(counters: &Value, key: &str, field: &str) -> u64 {
         value = &value[part];
     }
     value.as_u64().unwrap_or(0)
+}
+
+/// The operations that are not reads: anything but Describe, List, Get and Head calls and sts:AssumeRole
+/// (the sessions reads in other accounts and presigning need).
+pub fn writes(operations: &[String]) -> Vec<&String> {
+    operations
+        .iter()
+        .filter(|o| {
+            let name = o.split(':').nth(1).unwrap_or_default();
+            !["Describe", "List", "Get", "Head"].iter().any(|p| name.starts_with(p)) && o.as_str() != "sts:AssumeRole"
+        })
+        .collect()
 }

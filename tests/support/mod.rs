@@ -289,6 +289,7 @@ pub mod control_plane;
 pub mod controller;
 pub mod endpoint;
 pub mod faults;
+pub mod findings;
 pub mod fixtures;
 pub mod iam;
 pub mod leader;

@@ -36,6 +36,24 @@ struct StepOutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReadinessLabels {
+    readiness: String,
+    state: &'static str,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NeedLabels {
+    readiness: String,
+    need: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabels {
     phase: &'static str,
 }
@@ -64,6 +82,12 @@ pub struct Metrics {
     aws_call_duration: HistogramFamily<OperationLabels>,
     phase_seconds: HistogramFamily<PhaseLabels>,
     leader: Gauge,
+    findings: Family<OutcomeLabels, Counter>,
+    readiness_instances: Family<ReadinessLabels, Gauge>,
+    readiness_needs: Family<NeedLabels, Gauge>,
+    /// The label sets each ForensicReadiness last set, so a reason that went away goes to 0 rather than
+    /// staying at its old count.
+    readiness_shown: Mutex<std::collections::HashMap<String, (Vec<ReadinessLabels>, Vec<NeedLabels>)>>,
     /// The capture controller's cache, once this process runs it; the phase gauge is counted from it at
     /// each scrape, so deleted captures leave it without bookkeeping.
     capture_store: Mutex<Option<Store<ForensicCapture>>>,
@@ -120,6 +144,24 @@ impl Metrics {
                 (|| Histogram::new([1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0])) as fn() -> Histogram,
             ),
         );
+        let findings = registered(
+            r,
+            "findings",
+            "Finding intake (SQS), by outcome: per finding and policy created, already_captured, duplicate, rate_limited; per message unparseable, unmatched (both left for the queue's redrive policy) and error (retried)",
+            Family::default(),
+        );
+        let readiness_instances = registered(
+            r,
+            "readiness_instances",
+            "Instances a ForensicReadiness selected at its last check, by readiness (namespace/name), state (ready, not_ready) and reason (empty for ready; an instance with two reasons counts under both)",
+            Family::default(),
+        );
+        let readiness_needs = registered(
+            r,
+            "readiness_containment_needs",
+            "Instances whose containment would have to handle this (AutoScalingGroup, LoadBalancers, InstanceProfile), by readiness",
+            Family::default(),
+        );
         let leader = registered(r, "leader", "1 while this process is the leader (the one that reconciles), else 0", Gauge::default());
         Metrics {
             registry,
@@ -132,6 +174,10 @@ impl Metrics {
             aws_call_duration,
             phase_seconds,
             leader,
+            findings,
+            readiness_instances,
+            readiness_needs,
+            readiness_shown: Mutex::default(),
             capture_store: Mutex::new(None),
         }
     }
@@ -161,6 +207,38 @@ impl Metrics {
         };
         let labels = StepOutcomeLabels { step: step.name(), state, reason: reason.map(|r| r.as_str()).unwrap_or_default() };
         self.step_outcomes.get_or_create(&labels).inc();
+    }
+
+    /// One outcome of the finding intake (see the metric's help for the outcomes).
+    pub fn finding(&self, outcome: &'static str) {
+        self.findings.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// A ForensicReadiness check ended: its gauges now show this status.
+    pub fn readiness_checked(&self, readiness: &str, status: &crate::api::ForensicReadinessStatus) {
+        let mut shown = self.readiness_shown.lock().expect("readiness metrics lock");
+        let (old_instances, old_needs) = shown.remove(readiness).unwrap_or_default();
+        for labels in &old_instances {
+            self.readiness_instances.get_or_create(labels).set(0);
+        }
+        for labels in &old_needs {
+            self.readiness_needs.get_or_create(labels).set(0);
+        }
+        let ready = ReadinessLabels { readiness: readiness.to_string(), state: "ready", reason: String::new() };
+        self.readiness_instances.get_or_create(&ready).set(i64::from(status.ready));
+        let mut instances = vec![ready];
+        for (reason, count) in &status.reasons {
+            let labels = ReadinessLabels { readiness: readiness.to_string(), state: "not_ready", reason: reason.clone() };
+            self.readiness_instances.get_or_create(&labels).set(i64::from(*count));
+            instances.push(labels);
+        }
+        let mut needs = Vec::new();
+        for (need, count) in &status.containment_needs {
+            let labels = NeedLabels { readiness: readiness.to_string(), need: need.clone() };
+            self.readiness_needs.get_or_create(&labels).set(i64::from(*count));
+            needs.push(labels);
+        }
+        shown.insert(readiness.to_string(), (instances, needs));
     }
 
     pub fn status_patched(&self) {

@@ -4,6 +4,8 @@
 --   Degraded:    a requested step failed or was skipped (condition Failed=True, phase Failed). A step never
 --                recovers once failed (the spec is immutable), so this needs a responder's attention.
 --   Healthy:     condition Ready=True: every requested step completed.
+--   Suspended:   Ready reason AwaitingApproval: a CapturePolicy in Approval mode created the capture, and it
+--                does nothing until a CaptureApproval names it (a person has to decide).
 local hs = {}
 
 local function condition(status, wanted)
@@ -59,6 +61,12 @@ local ready = condition(status, "Ready")
 if ready ~= nil and ready.status == "True" then
   hs.status = "Healthy"
   hs.message = phase .. ": " .. (ready.message or "ready")
+  return hs
+end
+
+if ready ~= nil and ready.reason == "AwaitingApproval" then
+  hs.status = "Suspended"
+  hs.message = phase .. ": " .. describe(ready)
   return hs
 end
 
