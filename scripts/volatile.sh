@@ -5,6 +5,9 @@
 # fastest. Everything is staged in /dev/shm (memory), never on the instance's disks. The controller prepends:
 #   FC_VOLATILE_URL  presigned PUT for volatile.tar.gz
 #   FC_SYMBOLS_URL   presigned PUT for symbols.tar.gz
+# and, when the capture's target is a pod on this node:
+#   FC_POD_UID        the pod's UID (its cgroups are named after it)
+#   FC_CONTAINER_IDS  its containers' runtime IDs, space separated (without the containerd:// prefix)
 # Prints "FC-RESULT volatile sha256=<hex> bytes=<n>" and "FC-RESULT symbols sha256=<hex> bytes=<n>" on
 # success, "FC-ERROR <Reason> <detail>" on failure. A collector that fails is recorded in index.json with its
 # exit code; it does not stop the others.
@@ -121,6 +124,48 @@ shell_histories() {
     /home/*/.bash_history /home/*/.zsh_history /home/*/.sh_history /home/*/.python_history
 }
 
+# Pod targets. Every process whose cgroup names the pod (cgroupfs writes pod<uid>, the systemd driver
+# pod<uid with underscores>), with the container it belongs to.
+pod_processes() {
+  local uid_us="${FC_POD_UID//-/_}" dir cg id container
+  printf 'pid\tcontainer\tcomm\texe\tcgroup\n'
+  for dir in /proc/[0-9]*; do
+    cg="$(cat "$dir/cgroup" 2>/dev/null)" || continue
+    case "$cg" in *"pod$FC_POD_UID"* | *"pod$uid_us"*) ;; *) continue ;; esac
+    container="-"
+    for id in ${FC_CONTAINER_IDS:-}; do
+      case "$cg" in *"$id"*) container="$id" ;; esac
+    done
+    printf '%s\t%s\t%s\t%s\t%s\n' "${dir#/proc/}" "$container" "$(cat "$dir/comm" 2>/dev/null)" \
+      "$(readlink "$dir/exe" 2>/dev/null || echo '?')" "$(head -n 1 <<<"$cg")"
+  done
+}
+
+# The pod's cgroup directories, each with the processes in it.
+pod_cgroups() {
+  local uid_us="${FC_POD_UID//-/_}" dir
+  find /sys/fs/cgroup -type d \( -name "*pod$FC_POD_UID*" -o -name "*pod$uid_us*" \) 2>/dev/null | sort |
+    while read -r dir; do
+      printf '%s\t%s\n' "$dir" "$(tr '\n' ' ' <"$dir/cgroup.procs" 2>/dev/null)"
+    done
+}
+
+# Each container's writable layer: the runtime mounts the container's root as an overlay whose upperdir holds
+# everything the container wrote or changed (read from PID 1's mount table: the host's, not this shell's).
+container_layers() {
+  local id upper
+  for id in ${FC_CONTAINER_IDS:-}; do
+    upper="$(awk -v id="$id" '$5 ~ ("/" id "/rootfs$") { for (i = 1; i <= NF; i++) if ($i == "-") { n = split($(i + 3), o, ","); for (j = 1; j <= n; j++) if (o[j] ~ /^upperdir=/) print substr(o[j], 10) } }' /proc/1/mountinfo | head -n 1)"
+    if [ -z "$upper" ]; then
+      printf '# container %s: no overlay root mounted (not running, or not an overlay snapshotter)\n' "$id"
+      continue
+    fi
+    printf '# container %s writable layer %s\n' "$id" "$upper"
+    printf 'type\tmode\towner\tbytes\tmodified\tpath\n'
+    find "$upper" -xdev -mindepth 1 -printf '%y\t%m\t%U:%G\t%s\t%TY-%Tm-%TdT%TH:%TM:%.2TSZ\t%P\n' 2>/dev/null | sort -t "$(printf '\t')" -k6
+  done
+}
+
 section processes.txt processes
 section process-executables.tsv process_executables
 section deleted-executables.tsv deleted_executables
@@ -132,6 +177,11 @@ section users.txt getent passwd
 section persistence.txt persistence
 section recent-temp-files.tsv recent_temp_files
 section shell-histories.txt shell_histories
+if [ -n "${FC_POD_UID:-}" ]; then
+  section pod/processes.tsv pod_processes
+  section pod/cgroups.tsv pod_cgroups
+  section pod/container-layers.tsv container_layers
+fi
 
 {
   printf '{"format":"forensic-capture-volatile/1","host":"%s","collectedAt":"%s","sections":[' "$(hostname)" "$(now)"

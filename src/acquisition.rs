@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 pub const VOLATILE_SCRIPT: &str = include_str!("../scripts/volatile.sh");
 pub const MEMORY_SCRIPT: &str = include_str!("../scripts/memory.sh");
+pub const CHECKPOINT_SCRIPT: &str = include_str!("../scripts/checkpoint.sh");
 
 const MIB: u64 = 1024 * 1024;
 /// S3 allows at most 10,000 parts; planning for fewer leaves room for an image larger than the instance

@@ -111,6 +111,9 @@ pub fn build(capture: &ForensicCapture, status: &ForensicCaptureStatus, controll
         "artifacts": status.artifacts,
         "snapshots": snapshots(status, snapshot_tags),
         "containment": status.isolation,
+        // A pod target's container checkpoints: when each was asked of the kubelet, where it was on the node, the
+        // artifact it became and when it was removed from the node.
+        "checkpoints": status.checkpoints,
         "timeline": timeline,
         "startedAt": status.started_at.as_ref().map(|t| t.0.to_string()),
         "controllerVersion": controller_version,
@@ -162,6 +165,7 @@ mod tests {
             key_id: None,
             image: None,
             copy: None,
+            container: None,
         });
         capture.status = Some(status.clone());
         let manifest = build(&capture, &status, "0.1.0", &[("forensic-capture.dev/capture-uid".into(), "u-1".into())]);

@@ -141,6 +141,38 @@ pub fn agent_skip(step: Step, target: &TargetFacts) -> Option<(Reason, String)> 
     None
 }
 
+/// The label that selects a quarantined pod (pod targets); its value is the capture's UID.
+pub const QUARANTINE_LABEL: &str = "forensic-capture.dev/quarantine";
+
+/// The quarantine NetworkPolicy's name: one per capture, so a second capture of the same pod has its own.
+pub fn quarantine_policy_name(capture_uid: &str) -> String {
+    format!("forensic-capture-quarantine-{capture_uid}")
+}
+
+/// What an action contains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainmentScope {
+    /// The EC2 instance (for a pod target, its node's instance: only with spec.pod.isolateNode).
+    Instance,
+    /// A pod target and its node in the cluster; not part of the playbook for other targets.
+    Pod,
+}
+
+/// Whether an action runs for this capture: Ok(true) it does; Ok(false) it does not belong to this kind of
+/// target and leaves no record; Err(why) it is recorded as not needed, saying why.
+pub fn containment_applies(scope: ContainmentScope, spec: &crate::api::ForensicCaptureSpec) -> Result<bool, String> {
+    let isolate_node = spec.pod.as_ref().is_some_and(|p| p.isolate_node);
+    match (scope, &spec.target.pod_ref) {
+        (ContainmentScope::Pod, pod) => Ok(pod.is_some()),
+        (ContainmentScope::Instance, None) => Ok(true),
+        (ContainmentScope::Instance, Some(_)) if isolate_node => Ok(true),
+        (ContainmentScope::Instance, Some(pod)) => Err(format!(
+            "the target is pod {}/{}: its node's instance is contained only with spec.pod.isolateNode (isolating a node cuts every pod on it)",
+            pod.namespace, pod.name
+        )),
+    }
+}
+
 /// Why memory cannot be acquired from this instance, if it cannot (`avml_configured`: an AVML location and
 /// SHA-256 are set for its architecture): the same answer for the memory step and a dry run's plan.
 pub fn memory_blocker(target: &TargetFacts, avml_configured: bool) -> Option<(Reason, String)> {

@@ -376,7 +376,10 @@ async fn helm_install_creates_every_object_and_a_service_monitor_only_where_the_
         ]
     );
     let nodes_role = Api::<ClusterRole>::all(client.clone()).get(&format!("{fullname}-nodes")).await.unwrap();
-    assert_eq!(nodes_role.rules.unwrap(), vec![rule(&[""], &["nodes"], &["get"])]);
+    assert_eq!(
+        nodes_role.rules.unwrap(),
+        vec![rule(&[""], &["nodes"], &["get", "patch"]), rule(&[""], &["pods"], &["get", "patch"]), rule(&["networking.k8s.io"], &["networkpolicies"], &["list", "create", "patch", "delete"])]
+    );
     let leases_role = Api::<Role>::namespaced(client.clone(), &namespace).get(&format!("{fullname}-leases")).await.unwrap();
     assert_eq!(leases_role.rules.unwrap(), vec![rule(&["coordination.k8s.io"], &["leases"], &["get", "create", "update", "delete"])]);
 
@@ -397,6 +400,10 @@ async fn helm_install_creates_every_object_and_a_service_monitor_only_where_the_
         ("delete", "forensic-capture.dev", "forensiccaptures", elsewhere, false),
         ("update", "forensic-capture.dev", "forensiccaptures", elsewhere, false),
         ("list", "", "nodes", None, false),
+        ("patch", "", "pods", elsewhere, true),
+        ("delete", "", "pods", elsewhere, false),
+        ("create", "", "pods/exec", elsewhere, false),
+        ("update", "networking.k8s.io", "networkpolicies", elsewhere, false),
         ("get", "", "secrets", Some(namespace.as_str()), false),
         ("create", "coordination.k8s.io", "leases", elsewhere, false),
         ("create", "", "events", elsewhere, false),
@@ -509,6 +516,24 @@ async fn the_controller_as_the_charts_service_account_completes_captures_and_is_
     let by_node = env.wait_completed("by-node").await;
     assert_eq!(by_node.status.as_ref().unwrap().phase, Some(Phase::Completed), "{:#?}", by_node.status);
     assert_eq!(by_node.status.as_ref().unwrap().target.as_ref().unwrap().instance_id, node_instance);
+
+    // A pod target on that Node: the pod read, quarantined (its label patched, a NetworkPolicy applied after
+    // listing the namespace's others) and its Node cordoned, then released, all under the chart's RBAC.
+    let accounts = Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(env.kube.clone(), &env.namespace);
+    let _ = accounts.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "default"}})).unwrap()).await;
+    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "web-0"}, "spec": {"nodeName": node_name, "containers": [{"name": "app", "image": "busybox"}]}})).unwrap();
+    Api::<Pod>::namespaced(env.kube.clone(), &env.namespace).create(&PostParams::default(), &pod).await.unwrap();
+    env.apply(&format!(
+        "apiVersion: forensic-capture.dev/v1alpha1\nkind: ForensicCapture\nmetadata:\n  name: by-pod\nspec:\n  caseId: INC-9\n  target:\n    podRef: {{namespace: {}, name: web-0}}\n  memory: {{enabled: false}}\n  volatile: {{enabled: false}}\n  disk: {{enabled: false}}\n  pod: {{cordon: true}}\n",
+        env.namespace
+    ))
+    .await;
+    let by_pod = env.wait_completed("by-pod").await.status.unwrap();
+    assert_eq!(by_pod.phase, Some(Phase::Isolated), "{by_pod:#?}");
+    let actions: Vec<(&str, forensic_capture::api::ActionState)> = by_pod.isolation.as_ref().unwrap().actions.iter().map(|a| (a.name.as_str(), a.state)).collect();
+    assert_eq!(actions[..2], [("PodQuarantine", forensic_capture::api::ActionState::Applied), ("NodeCordon", forensic_capture::api::ActionState::Applied)], "{by_pod:#?}");
+    let pod_released = env.release("release-by-pod", "by-pod", "false positive").await;
+    assert!(pod_released.released_at.is_some(), "{pod_released:#?}");
 
     // A ContainmentRelease: read, and its status written.
     let releases: Api<ContainmentRelease> = Api::namespaced(env.kube.clone(), &env.namespace);

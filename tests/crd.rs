@@ -58,7 +58,11 @@ async fn invalid_specs_are_rejected_with_a_specific_message() {
     let msg = rejected(&api, "bad-id", json!({"caseId": "C", "target": {"instanceId": "i-xyz"}})).await;
     assert!(msg.contains("spec.target.instanceId"), "{msg}");
     let msg = rejected(&api, "both", json!({"caseId": "C", "target": {"instanceId": "i-0123456789abcdef0", "nodeName": "n"}})).await;
-    assert!(msg.contains("exactly one of target.instanceId and target.nodeName"), "{msg}");
+    assert!(msg.contains("exactly one of target.instanceId, target.nodeName and target.podRef"), "{msg}");
+    let msg = rejected(&api, "node-and-pod", json!({"caseId": "C", "target": {"nodeName": "n", "podRef": {"namespace": "a", "name": "p"}}})).await;
+    assert!(msg.contains("exactly one of"), "{msg}");
+    let msg = rejected(&api, "nameless-pod", json!({"caseId": "C", "target": {"podRef": {"namespace": "a", "name": ""}}})).await;
+    assert!(msg.contains("spec.target.podRef.name"), "{msg}");
     let msg = rejected(&api, "neither", json!({"caseId": "C", "target": {}})).await;
     assert!(msg.contains("exactly one"), "{msg}");
     let msg = rejected(&api, "case", json!({"caseId": "../etc", "target": {"instanceId": "i-0123456789abcdef0"}})).await;

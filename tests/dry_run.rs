@@ -108,10 +108,19 @@ async fn a_dry_run_of_an_instance_in_an_auto_scaling_group_behind_a_target_group
     let steps: Vec<(&str, StepVerdict)> = plan.steps.iter().map(|s| (s.name.as_str(), s.would)).collect();
     assert_eq!(
         steps,
-        [("volatile", StepVerdict::Run), ("memory", StepVerdict::Run), ("disk", StepVerdict::Run), ("isolation", StepVerdict::Run), ("forensicCopy", StepVerdict::NotRequested)],
+        [
+            ("volatile", StepVerdict::Run),
+            ("checkpoint", StepVerdict::NotRequested),
+            ("checkpointRemoval", StepVerdict::NotRequested),
+            ("memory", StepVerdict::Run),
+            ("disk", StepVerdict::Run),
+            ("isolation", StepVerdict::Run),
+            ("forensicCopy", StepVerdict::NotRequested)
+        ],
         "{plan:#?}"
     );
-    assert!(plan.steps[1].message.contains(&env.avml_uri), "the AVML it would run: {}", plan.steps[1].message);
+    let memory = plan.steps.iter().find(|s| s.name == "memory").unwrap();
+    assert!(memory.message.contains(&env.avml_uri), "the AVML it would run: {}", memory.message);
     let action = |name: &str| plan.containment.iter().find(|a| a.name == name).unwrap_or_else(|| panic!("{name} in {plan:#?}"));
     let asg = action("AutoScaling");
     assert_eq!(asg.would, ActionVerdict::Change);

@@ -27,6 +27,7 @@ use super::{StepSpecs, Steps};
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable: a capture is a record; create a new ForensicCapture instead"))]
+#[x_kube(validation = Rule::new("!has(self.pod) || has(self.target.podRef)").message("spec.pod applies to a pod target: set target.podRef, or leave spec.pod out"))]
 #[serde(rename_all = "camelCase")]
 pub struct ForensicCaptureSpec {
     /// Incident or case identifier. Used in S3 keys and AWS tags, so limited to letters, digits, '.', '_'
@@ -62,11 +63,15 @@ pub struct ForensicCaptureSpec {
     /// capture's trigger.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<super::FindingTrigger>,
+
+    /// For a target.podRef: container checkpoints, cordoning, and whether the node's instance is contained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodCaptureSpec>,
 }
 
-/// Which instance to capture: exactly one of `instanceId` or `nodeName`.
+/// Which instance to capture: exactly one of `instanceId`, `nodeName` or `podRef`.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
-#[x_kube(validation = Rule::new("has(self.instanceId) != has(self.nodeName)").message("set exactly one of target.instanceId and target.nodeName"))]
+#[x_kube(validation = Rule::new("[has(self.instanceId), has(self.nodeName), has(self.podRef)].filter(x, x).size() == 1").message("set exactly one of target.instanceId, target.nodeName and target.podRef"))]
 #[serde(rename_all = "camelCase")]
 pub struct Target {
     /// EC2 instance ID, for example i-0123456789abcdef0.
@@ -80,6 +85,12 @@ pub struct Target {
     #[schemars(length(min = 1, max = 253))]
     pub node_name: Option<String>,
 
+    /// A pod of this cluster: its Node's instance is captured, with the pod's context (its containers, their
+    /// images and IDs, its processes, cgroups and writable layers), and containment applies to the pod
+    /// (spec.pod says how).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_ref: Option<PodRef>,
+
     /// AWS region of the instance; the controller's default region when left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-\d$"))]
@@ -91,6 +102,37 @@ pub struct Target {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^\d{12}$"))]
     pub account_id: Option<String>,
+}
+
+/// A pod, by namespace and name.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PodRef {
+    /// The pod's namespace.
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: String,
+    /// The pod's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// What to do about a pod target, besides capturing its node's evidence.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PodCaptureSpec {
+    /// Checkpoint each container through the kubelet's checkpoint API (its memory, open files and writable
+    /// layer) and keep the archives as ContainerCheckpoint artifacts (default false). They hold the
+    /// container's secrets; each is removed from the node once its upload is verified.
+    #[serde(default)]
+    pub checkpoint: bool,
+    /// Cordon the node during containment (default false), so nothing new is scheduled beside the pod;
+    /// uncordoned on release if this capture cordoned it.
+    #[serde(default)]
+    pub cordon: bool,
+    /// Also contain the node's EC2 instance (security groups, load balancers, Auto Scaling and the rest of the
+    /// playbook). Default false: isolating a node cuts every pod on it, not just this one.
+    #[serde(default)]
+    pub isolate_node: bool,
 }
 
 /// Turns one evidence step on or off.
@@ -301,6 +343,12 @@ pub struct ForensicCaptureStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolation: Option<IsolationRecord>,
 
+    /// Container checkpoints of a pod target (spec.pod.checkpoint), one per container, from the request to
+    /// the kubelet to the archive's removal from the node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["container"]))]
+    pub checkpoints: Vec<CheckpointRecord>,
+
     /// When the controller started acting on this capture.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
@@ -381,9 +429,54 @@ pub struct TargetFacts {
     /// (the operation and the AWS error): volatile data and memory are then skipped as AccessDenied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssm_access_denied: Option<String>,
-    /// The Node this instance was resolved from, for nodeName targets.
+    /// The Node this instance was resolved from, for nodeName and podRef targets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
+    /// The pod, for podRef targets, as it was when the capture resolved it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodFacts>,
+}
+
+/// A pod target as the API server described it.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PodFacts {
+    pub namespace: String,
+    pub name: String,
+    /// The pod's UID: its cgroups and its containers' sandbox are named by it on the node.
+    pub uid: String,
+    /// Pod phase when resolved (Pending, Running, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// The pod's IP addresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<String>,
+    /// Its ServiceAccount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+    /// Every container (init and ephemeral ones included), with what the kubelet reports of it.
+    #[serde(default)]
+    pub containers: Vec<ContainerFacts>,
+}
+
+/// One container of a pod target.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerFacts {
+    pub name: String,
+    /// The image as the pod spec names it.
+    pub image: String,
+    /// The image the runtime runs, by digest (containerStatuses[].imageID), once it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    /// The runtime's container ID (containerd://<id>), once it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    /// Running, Waiting or Terminated, as the kubelet last reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Init, Regular or Ephemeral.
+    pub kind: String,
 }
 
 /// One piece of evidence.
@@ -427,6 +520,9 @@ pub struct Artifact {
     /// For snapshot copies: what was copied, where the copy is and under which key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy: Option<SnapshotCopy>,
+    /// For container checkpoints: the pod's container it was taken of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ArtifactContainer>,
 }
 
 /// A snapshot copy: the forensic account's copy, or the re-encrypted copy made to share it.
@@ -495,8 +591,57 @@ impl Artifact {
             key_id: None,
             image: None,
             copy: None,
+            container: None,
         }
     }
+}
+
+/// One container's checkpoint.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointRecord {
+    /// The container's name in the pod.
+    pub container: String,
+    /// The runtime's container ID (containerd://...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    /// The image it runs, by digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    /// When the kubelet was asked for the checkpoint (saved before asking).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_at: Option<Time>,
+    /// The archive the kubelet wrote on the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_path: Option<String>,
+    /// Why there is no checkpoint of this container, when there is none (a stable reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What the kubelet or the runtime said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The artifact the archive became, once its upload was verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<String>,
+    /// When the archive was removed from the node (only after its upload was verified).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed_at: Option<Time>,
+}
+
+/// The container a ContainerCheckpoint artifact was taken of.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ArtifactContainer {
+    /// Namespace/name of the pod.
+    pub pod: String,
+    /// The container's name.
+    pub name: String,
+    /// The runtime's container ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    /// The image it ran, by digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
 }
 
 /// Write-once protection of one artifact.
@@ -532,6 +677,9 @@ pub enum ArtifactType {
     Manifest,
     /// KMS signature of the manifest.
     ManifestSignature,
+    /// A container's checkpoint archive (CRIU image, its writable layer and spec), taken through the
+    /// kubelet's checkpoint API; `container` and `imageId` name it.
+    ContainerCheckpoint,
     /// Volatility 3 symbols (ISF, xz-compressed JSON) for exactly the captured kernel, built by the controller
     /// from the kernel's own BTF, symbol addresses and banner.
     VolatilitySymbols,
@@ -629,6 +777,12 @@ pub struct IsolationRecord {
     /// Credential containment applied, with the instance profile that was there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<CredentialRecord>,
+    /// Pod quarantine (pod targets): the label and NetworkPolicy applied, and the label value before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_quarantine: Option<PodQuarantineRecord>,
+    /// The node cordoned (pod targets with spec.pod.cordon), and whether it was already unschedulable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_cordon: Option<NodeCordonRecord>,
     /// Each containment action in playbook order, with its outcome.
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
@@ -636,6 +790,37 @@ pub struct IsolationRecord {
     /// When isolation was complete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_at: Option<Time>,
+}
+
+/// A pod's quarantine: what was applied, and the state before, for release.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PodQuarantineRecord {
+    pub namespace: String,
+    pub name: String,
+    /// The pod's UID: release touches this pod only, not a later one of the same name.
+    pub uid: String,
+    /// The label set on the pod (forensic-capture.dev/quarantine=<capture UID>).
+    pub label: String,
+    /// That label's value before, when the pod already had it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_before: Option<String>,
+    /// The NetworkPolicy that selects the pod by that label and denies everything but ingress from
+    /// allowIngressCidrs.
+    pub network_policy: String,
+    /// Other NetworkPolicies that also select the pod when it was quarantined: policies add up, so what
+    /// they admit is still admitted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_policies: Vec<String>,
+}
+
+/// A node cordoned by containment.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeCordonRecord {
+    pub node_name: String,
+    /// spec.unschedulable before: a node that was already cordoned is left cordoned on release.
+    pub was_unschedulable: bool,
 }
 
 /// Termination settings as they were.

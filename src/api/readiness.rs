@@ -122,7 +122,7 @@ pub struct AccountReadiness {
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ReadinessCheck {
-    /// EvidenceBucket, ObjectLock, SigningKey, PresignRole, TargetRole.
+    /// EvidenceBucket, ObjectLock, SigningKey, PresignRole, TargetRole, Permissions.
     pub name: String,
     pub ok: bool,
     /// Set when not ok.

@@ -26,7 +26,9 @@ macro_rules! steps {
 // Flow order: volatile data changes fastest, then memory, then disk snapshots; containment comes after every
 // step that takes evidence; the hand-over of snapshot copies to a forensic account follows it, so that copying
 // (hours, for large volumes) never delays containment.
-steps!(Volatile, Memory, Disk, Isolation, ForensicCopy);
+// A pod target's container checkpoints come right after the volatile data (a container's memory changes as
+// fast), and their removal from the node right after: the archives hold the containers' secrets.
+steps!(Volatile, Checkpoint, CheckpointRemoval, Memory, Disk, Isolation, ForensicCopy);
 
 /// The condition a step's outcome counts toward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +78,8 @@ impl Step {
     pub const fn info(self) -> StepInfo {
         match self {
             Step::Volatile => StepInfo { name: "volatile", title: "Volatile", group: Group::Acquired, needs: Needs::LinuxAgent },
+            Step::Checkpoint => StepInfo { name: "checkpoint", title: "Checkpoint", group: Group::Acquired, needs: Needs::LinuxAgent },
+            Step::CheckpointRemoval => StepInfo { name: "checkpointRemoval", title: "CheckpointRemoval", group: Group::Acquired, needs: Needs::LinuxAgent },
             Step::Memory => StepInfo { name: "memory", title: "Memory", group: Group::Acquired, needs: Needs::LinuxAgent },
             Step::Disk => StepInfo { name: "disk", title: "Disk", group: Group::Snapshotted, needs: Needs::Nothing },
             Step::Isolation => StepInfo { name: "isolation", title: "Isolation", group: Group::Isolated, needs: Needs::Nothing },
@@ -99,6 +103,8 @@ impl Step {
         let steps = &spec.steps;
         match self {
             Step::Volatile => steps.volatile.enabled,
+            // Container checkpoints: asked for in spec.pod, of a pod target only.
+            Step::Checkpoint | Step::CheckpointRemoval => spec.target.pod_ref.is_some() && spec.pod.as_ref().is_some_and(|p| p.checkpoint),
             Step::Memory => steps.memory.enabled,
             Step::Disk => steps.disk.enabled,
             Step::Isolation => steps.isolation.enabled,
@@ -111,6 +117,8 @@ impl Step {
         let steps = &status.steps;
         match self {
             Step::Volatile => steps.volatile.as_ref(),
+            Step::Checkpoint => steps.checkpoint.as_ref(),
+            Step::CheckpointRemoval => steps.checkpoint_removal.as_ref(),
             Step::Memory => steps.memory.as_ref(),
             Step::Disk => steps.disk.as_ref(),
             Step::Isolation => steps.isolation.as_ref(),
@@ -122,6 +130,8 @@ impl Step {
         let steps = &mut status.steps;
         match self {
             Step::Volatile => &mut steps.volatile,
+            Step::Checkpoint => &mut steps.checkpoint,
+            Step::CheckpointRemoval => &mut steps.checkpoint_removal,
             Step::Memory => &mut steps.memory,
             Step::Disk => &mut steps.disk,
             Step::Isolation => &mut steps.isolation,
@@ -134,6 +144,7 @@ impl Step {
         let steps = &mut spec.steps;
         match self {
             Step::Volatile => steps.volatile.enabled = enabled,
+            Step::Checkpoint | Step::CheckpointRemoval => spec.pod.get_or_insert_with(Default::default).checkpoint = enabled,
             Step::Memory => steps.memory.enabled = enabled,
             Step::Disk => steps.disk.enabled = enabled,
             Step::Isolation => steps.isolation.enabled = enabled,
@@ -171,6 +182,12 @@ pub struct Steps {
     /// Volatile data (and kernel symbol material) through SSM.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volatile: Option<StepRecord>,
+    /// Container checkpoints of a pod target, through the kubelet, uploaded through SSM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<StepRecord>,
+    /// The checkpoint archives removed from the node once their uploads were verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_removal: Option<StepRecord>,
     /// Memory image through SSM.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<StepRecord>,
@@ -200,13 +217,19 @@ mod tests {
         }
         for (i, &step) in Step::ALL.iter().enumerate() {
             assert_eq!(step.record(&status).and_then(|r| r.command_id.clone()), Some(i.to_string()), "{step:?} has a record of its own");
-            let mut spec: ForensicCaptureSpec = serde_yaml::from_str("caseId: C\ntarget: {instanceId: i-0123456789abcdef0}\n").unwrap();
+            // A pod target: the only kind whose containers can be checkpointed.
+            let mut spec: ForensicCaptureSpec = serde_yaml::from_str("caseId: C\ntarget: {podRef: {namespace: n, name: p}}\n").unwrap();
             for &other in Step::ALL {
                 other.set_enabled(&mut spec, true);
             }
             step.set_enabled(&mut spec, false);
             // Copies of snapshots need the snapshots: turning disk off turns them off too.
-            let expected: Vec<&Step> = if step == Step::Disk { vec![&Step::Disk, &Step::ForensicCopy] } else { vec![&step] };
+            // Checkpoints and their removal from the node are one request (spec.pod.checkpoint).
+            let expected: Vec<&Step> = match step {
+                Step::Disk => vec![&Step::Disk, &Step::ForensicCopy],
+                Step::Checkpoint | Step::CheckpointRemoval => vec![&Step::Checkpoint, &Step::CheckpointRemoval],
+                _ => vec![&step],
+            };
             assert_eq!(Step::ALL.iter().filter(|s| !s.enabled(&spec)).collect::<Vec<_>>(), expected, "{step:?} has a toggle of its own");
         }
     }

@@ -9,6 +9,7 @@ pub mod error;
 pub mod iam;
 pub mod kms;
 pub mod pacing;
+pub mod permissions;
 pub mod s3;
 pub mod sessions;
 pub mod snapshot_copy;

@@ -92,6 +92,11 @@ pub struct Config {
     #[arg(long, env = "FC_VOLATILE_TIMEOUT_SECONDS", default_value_t = 900)]
     pub volatile_timeout_seconds: u64,
 
+    /// How long a container checkpoint may take, in seconds: the kubelet's checkpoint request and the command
+    /// that uploads the archives from the node each get this long.
+    #[arg(long, env = "FC_CHECKPOINT_TIMEOUT_SECONDS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(10..=86400))]
+    pub checkpoint_timeout_seconds: u64,
+
     /// Use path-style S3 addressing (needed for S3-compatible endpoints such as the local proof environment).
     #[arg(long, env = "FC_S3_FORCE_PATH_STYLE", default_value_t = false)]
     pub s3_force_path_style: bool,

@@ -1,12 +1,18 @@
 //! Readiness, the reads: for each selected instance, the dry run of a full capture (the target resolved as a
 //! capture would, then dry_run::make_plan), judged by readiness.rs; for the controller's own account, the
 //! evidence bucket, its Object Lock, the signing key and the presign role; for each other account, its target
-//! role. Nothing here changes an AWS resource: every call is a Describe, List, Get or Head, an STS AssumeRole,
-//! or the local signing of a URL that is never used.
+//! role; for every account and Region, the permissions (the controller's, or the target role's), simulated
+//! with iam:SimulatePrincipalPolicy or, where that cannot be used, tried with EC2 dry runs. Nothing here
+//! changes an AWS resource: every call is a Describe, List, Get or Head, an STS AssumeRole, a policy
+//! simulation, an EC2 call with DryRun set, or the local signing of a URL that is never used.
 //!
 //! `check` is shared by the ForensicReadiness reconciler (`reconcile`) and `forensic-capture readiness`.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{
@@ -19,9 +25,26 @@ use serde_json::json;
 use super::{Context, clients::Requester, failure::StepError, reconcile::Error, resolve, status::now, step_context::StepContext};
 use crate::{
     api::{AccountReadiness, ForensicCapture, ForensicReadiness, ForensicReadinessSpec, ForensicReadinessStatus, InstanceReadiness, ReadinessCheck, ReadinessProblem, Reason, conditions},
-    aws::{ErrorClass, ec2::Ec2Api, kms::SignerApi, s3::{EvidenceStore, Presign}},
-    readiness::{assess, full_capture_spec, summarize, verdict},
+    aws::{
+        CaptureClients, ErrorClass,
+        ec2::{Ec2Api, tags},
+        kms::SignerApi,
+        permissions::{DryRunAnswer, DryRunProbe, SimulatedAction},
+        s3::{EvidenceStore, Presign},
+    },
+    readiness::{Denial, PermissionFindings, StatementSimulation, assess, full_capture_spec, permissions_check, simulation_principal, statement_simulations, summarize, verdict},
 };
+
+/// The policies the Permissions check holds identities to, as shipped (tests/iam_policy.rs keeps them in step
+/// with the calls the code makes): the controller's own, and the target role's in other accounts.
+const CONTROLLER_POLICY: (&str, &str) = ("iam/controller-policy.json", include_str!("../../iam/controller-policy.json"));
+const TARGET_ROLE_POLICY: (&str, &str) = ("iam/target-role-policy.json", include_str!("../../iam/target-role-policy.json"));
+
+/// The controller's identity, from sts:GetCallerIdentity.
+struct Identity {
+    account: String,
+    arn: String,
+}
 
 /// Runs one check. `who` names the asker in target-account session names (as a capture's requester does).
 pub async fn check(ctx: &Context, spec: &ForensicReadinessSpec, who: &str) -> Result<ForensicReadinessStatus, StepError> {
@@ -32,12 +55,15 @@ pub async fn check(ctx: &Context, spec: &ForensicReadinessSpec, who: &str) -> Re
 }
 
 async fn check_with(ctx: &Context, spec: &ForensicReadinessSpec, who: &str, uid: &str) -> Result<ForensicReadinessStatus, StepError> {
-    let own = own_account(ctx).await?;
+    let me = own_identity(ctx).await?;
+    let own = me.account.clone();
     let accounts: Vec<Option<String>> = if spec.accounts.is_empty() { vec![None] } else { spec.accounts.iter().map(|a| Some(a.clone()).filter(|a| *a != own)).collect() };
     let regions = if spec.regions.is_empty() { vec![ctx.default_region()] } else { spec.regions.clone() };
     let tags: Vec<(String, String)> = spec.instance_tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let mut account_checks = vec![AccountReadiness { account_id: own.clone(), region: ctx.evidence_region(), checks: controller_checks(ctx).await? }];
     let mut instances = Vec::new();
+    // IAM is global: each account's identity is simulated once, whatever the Regions.
+    let mut simulations: BTreeMap<String, Simulated> = BTreeMap::new();
     for account in &accounts {
         for region in &regions {
             let requester = Requester { uid, case_id: "readiness", who: who.to_string() };
@@ -61,6 +87,12 @@ async fn check_with(ctx: &Context, spec: &ForensicReadinessSpec, who: &str, uid:
                 }
             };
             let selected = aws.ec2.instances_selected(&spec.instance_ids, &tags).await.map_err(|e| retry_or_fail(e, "selecting instances"))?;
+            let subject = match account {
+                None => controller_subject(ctx, &me),
+                Some(account) => target_subject(ctx, account),
+            };
+            let check = permissions(&aws, &subject, selected.first().map(String::as_str), uid, &mut simulations).await?;
+            add_check(&mut account_checks, &subject.account, region, check);
             for instance_id in selected {
                 instances.push(instance(ctx, account.as_deref(), region, &instance_id, uid, who).await?);
             }
@@ -71,14 +103,213 @@ async fn check_with(ctx: &Context, spec: &ForensicReadinessSpec, who: &str, uid:
     Ok(status)
 }
 
+/// Adds a check to its account and Region's entry, making the entry when there is none yet.
+fn add_check(entries: &mut Vec<AccountReadiness>, account: &str, region: &str, check: ReadinessCheck) {
+    match entries.iter_mut().find(|e| e.account_id == account && e.region == region) {
+        Some(entry) => entry.checks.push(check),
+        None => entries.push(AccountReadiness { account_id: account.to_string(), region: region.to_string(), checks: vec![check] }),
+    }
+}
+
+/// Whose permissions are checked, against which policy, and the deployment values its placeholders stand for.
+struct Subject {
+    account: String,
+    /// The IAM user or role to simulate; Err: why there is none.
+    principal: Result<String, String>,
+    /// How the identity is named in messages.
+    name: String,
+    policy: (&'static str, &'static str),
+    values: BTreeMap<&'static str, String>,
+    /// Why a placeholder has no value, where "not configured" would not say it.
+    unknown: BTreeMap<&'static str, String>,
+}
+
+/// The name of the role an ARN (or ARN template) names: what follows `:role/`.
+fn role_name(arn: &str) -> String {
+    arn.split_once(":role/").map(|(_, name)| name.to_string()).unwrap_or_default()
+}
+
+/// The controller's identity against iam/controller-policy.json, its placeholders filled from the settings.
+fn controller_subject(ctx: &Context, me: &Identity) -> Subject {
+    let config = &ctx.config;
+    let principal = simulation_principal(&me.arn);
+    let mut values: BTreeMap<&'static str, String> = BTreeMap::new();
+    values.insert("AccountId", me.account.clone());
+    values.insert("EvidencePrefix", config.evidence_prefix.clone());
+    values.insert("TargetRoleName", role_name(&config.accounts.target_role_arn_template));
+    values.insert("ForensicRoleName", role_name(&config.accounts.forensic_role_arn_template));
+    if let Some(bucket) = &config.evidence_bucket {
+        values.insert("EvidenceBucket", bucket.clone());
+    }
+    if let Some(role) = &config.presign_role_arn {
+        values.insert("PresignRoleArn", role.clone());
+    }
+    let mut unknown: BTreeMap<&'static str, String> = BTreeMap::new();
+    if let Some(key) = config.protection.kms_signing_key_id.as_deref() {
+        // IAM names the key by its ARN; a key ID is one in the signing Region. An alias is not: the statement is
+        // then left out (the SigningKey check still describes the key).
+        if key.starts_with("arn:") && key.contains(":key/") {
+            values.insert("SigningKeyArn", key.to_string());
+        } else if !key.contains('/') && !key.starts_with("arn:") {
+            values.insert("SigningKeyArn", format!("arn:aws:kms:{}:{}:key/{key}", ctx.signing_region(), me.account));
+        } else {
+            unknown.insert("SigningKeyArn", format!("--kms-signing-key-id {key} is an alias, and IAM grants on the key's ARN"));
+        }
+    }
+    values.insert("ControllerRoleArn", principal.clone().unwrap_or_else(|| me.arn.clone()));
+    Subject {
+        account: me.account.clone(),
+        principal: principal.ok_or_else(|| format!("the controller's identity {} is not an IAM user or role session, which a simulation needs", me.arn)),
+        name: me.arn.clone(),
+        policy: CONTROLLER_POLICY,
+        values,
+        unknown,
+    }
+}
+
+/// Another account's target role against iam/target-role-policy.json.
+fn target_subject(ctx: &Context, account: &str) -> Subject {
+    let role = ctx.config.accounts.role_arn(account);
+    let values: BTreeMap<&'static str, String> = [("AccountId", account.to_string()), ("TargetRoleName", role_name(&role))].into();
+    Subject { account: account.to_string(), principal: Ok(role.clone()), name: role, policy: TARGET_ROLE_POLICY, values, unknown: BTreeMap::new() }
+}
+
+/// One account's simulation: each action's verdict per statement, or why the simulation could not be used.
+enum Simulated {
+    Done(Vec<(StatementSimulation, Vec<SimulatedAction>)>),
+    /// `refused`: IAM denied the simulation itself (so iam:SimulatePrincipalPolicy is missing).
+    Unusable { why: String, refused: Option<String> },
+}
+
+async fn simulate(aws: &CaptureClients, principal: &str, statements: &[StatementSimulation]) -> Simulated {
+    let mut done = Vec::new();
+    for statement in statements {
+        match aws.iam.simulate(principal, &statement.actions, &statement.resources).await {
+            Ok(results) => done.push((statement.clone(), results)),
+            // Denied or unavailable (an emulator without it, IAM down after the SDK's retries): EC2 dry runs
+            // instead, saying why.
+            Err(e) => {
+                let refused = (e.class() == ErrorClass::AccessDenied).then(|| e.code.clone());
+                return Simulated::Unusable { why: e.to_string(), refused };
+            }
+        }
+    }
+    Simulated::Done(done)
+}
+
+/// The Permissions check of one account and Region: the subject's policy simulated for its identity, else
+/// the EC2 calls that offer a dry run tried with DryRun against `instance_id` (the first instance selected
+/// there).
+async fn permissions(
+    aws: &CaptureClients,
+    subject: &Subject,
+    instance_id: Option<&str>,
+    uid: &str,
+    simulations: &mut BTreeMap<String, Simulated>,
+) -> Result<ReadinessCheck, StepError> {
+    let (policy_file, document) = subject.policy;
+    let (statements, left_out) = statement_simulations(document, &subject.values);
+    let mut found = PermissionFindings { principal: subject.name.clone(), policy: policy_file.to_string(), ..PermissionFindings::default() };
+    found.unchecked = left_out
+        .iter()
+        .map(|(statement, placeholder)| match subject.unknown.get(placeholder.as_str()) {
+            Some(why) => format!("{statement} ({why})"),
+            None => format!("{statement} (no {placeholder} configured)"),
+        })
+        .collect();
+    if !simulations.contains_key(&subject.account) {
+        let outcome = match &subject.principal {
+            Ok(principal) => simulate(aws, principal, &statements).await,
+            Err(why) => Simulated::Unusable { why: why.clone(), refused: None },
+        };
+        simulations.insert(subject.account.clone(), outcome);
+    }
+    match &simulations[&subject.account] {
+        Simulated::Done(results) => {
+            found.method = "iam:SimulatePrincipalPolicy".into();
+            if let Ok(principal) = &subject.principal {
+                found.principal = principal.clone();
+            }
+            // An action may be in several statements (sts:AssumeRole: the presign role, the target roles): it
+            // is allowed when allowed on every resource of every one.
+            let mut allowed = BTreeSet::new();
+            let mut denied: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for (_, actions) in results {
+                for action in actions {
+                    if action.denied.is_empty() {
+                        allowed.insert(action.action.clone());
+                    }
+                    for (resource, decision) in &action.denied {
+                        let decision = if resource == "*" { decision.clone() } else { format!("{decision} on {resource}") };
+                        denied.entry(action.action.clone()).or_default().push(decision);
+                    }
+                }
+            }
+            found.allowed = allowed.into_iter().filter(|a| !denied.contains_key(a)).collect();
+            found.denied = denied.into_iter().map(|(action, decisions)| Denial { action, decision: decisions.join("; ") }).collect();
+        }
+        Simulated::Unusable { why, refused } => {
+            found.method = format!("EC2 DryRun, as iam:SimulatePrincipalPolicy could not be used ({why})");
+            let actions: BTreeSet<String> = statements.iter().flat_map(|s| s.actions.iter().cloned()).collect();
+            if let Some(code) = refused.as_ref().filter(|_| actions.contains("iam:SimulatePrincipalPolicy")) {
+                found.denied.push(Denial { action: "iam:SimulatePrincipalPolicy".into(), decision: code.clone() });
+            }
+            dry_runs(aws, instance_id, &actions, uid, &mut found).await?;
+        }
+    }
+    Ok(permissions_check(&found))
+}
+
+/// The EC2 calls of `actions` that can be dry-run against an instance, tried with DryRun.
+async fn dry_runs(aws: &CaptureClients, instance_id: Option<&str>, actions: &BTreeSet<String>, uid: &str, found: &mut PermissionFindings) -> Result<(), StepError> {
+    let instance = match instance_id {
+        Some(id) => aws.ec2.describe_instance(id).await.map_err(|e| retry_or_fail(e, &format!("instance {id}")))?,
+        None => None,
+    };
+    let mut probes = Vec::new();
+    if let Some(instance) = &instance {
+        let id = instance.instance_id.clone();
+        probes.push(DryRunProbe::CreateSnapshots { instance_id: id.clone() });
+        probes.push(DryRunProbe::ModifyInstanceAttribute { instance_id: id.clone() });
+        probes.push(DryRunProbe::CreateTags { instance_id: id });
+        if let Some(vpc_id) = &instance.vpc_id {
+            probes.push(DryRunProbe::CreateSecurityGroup { vpc_id: vpc_id.clone() });
+        }
+        if let Some(interface) = instance.interfaces.first() {
+            probes.push(DryRunProbe::ModifyNetworkInterfaceAttribute { network_interface_id: interface.network_interface_id.clone(), group_ids: interface.security_group_ids.clone() });
+        }
+    }
+    probes.retain(|p| actions.contains(p.action()));
+    let capture_tags = [(tags::CAPTURE_UID.to_string(), uid.to_string())];
+    for probe in &probes {
+        match aws.ec2.dry_run(probe, &capture_tags).await {
+            Ok(DryRunAnswer::Allowed) => found.allowed.push(probe.action().to_string()),
+            Ok(DryRunAnswer::Denied(e)) => found.denied.push(Denial { action: probe.action().to_string(), decision: e.code }),
+            Err(e) if e.is_retryable() => return Err(retry_or_fail(e, &format!("a dry run of {}", probe.action()))),
+            Err(e) => found.unchecked.push(format!("{} (the dry run failed: {e})", probe.action())),
+        }
+    }
+    let tried: BTreeSet<&str> = probes.iter().map(DryRunProbe::action).collect();
+    let rest: Vec<&String> = actions.iter().filter(|a| !tried.contains(a.as_str()) && !found.denied.iter().any(|d| d.action == **a)).collect();
+    if !rest.is_empty() {
+        let why = match instance_id {
+            None => "no instance is selected here to dry-run against",
+            Some(_) if instance.is_none() => "the instance to dry-run against is gone",
+            Some(_) => "they have no dry run",
+        };
+        found.unchecked.push(format!("{} action(s): {why}", rest.len()));
+    }
+    Ok(())
+}
+
 fn retry_or_fail(e: crate::aws::AwsError, what: &str) -> StepError {
     StepError::on_instance(e, what, Reason::TargetLookupFailed)
 }
 
-async fn own_account(ctx: &Context) -> Result<String, StepError> {
+async fn own_identity(ctx: &Context) -> Result<Identity, StepError> {
     let sts = ctx.aws(&ctx.default_region()).store.sts;
     let identity = sts.get_caller_identity().send().await.map_err(|e| retry_or_fail(crate::aws::AwsError::from_sdk("sts:GetCallerIdentity", e), "the controller's identity"))?;
-    Ok(identity.account().unwrap_or_default().to_string())
+    Ok(Identity { account: identity.account().unwrap_or_default().to_string(), arn: identity.arn().unwrap_or_default().to_string() })
 }
 
 /// One instance: resolved and planned as a full capture of it would be.

@@ -74,10 +74,11 @@ pub async fn reconcile(release: Arc<ContainmentRelease>, ctx: Arc<Context>) -> R
             return Ok(Requeue::await_change());
         }
     };
-    let cx = Restore { record: &record, instance_id, aws: &aws };
+    let cx = Restore { record: &record, instance_id, aws: &aws, client: &ctx.client };
     for action in PLAYBOOK.iter().rev() {
         let name = action.name();
-        if status.restored.iter().any(|r| r.name == name) {
+        // Actions of another kind of target (a pod's, for an instance) were never part of this capture.
+        if status.restored.iter().any(|r| r.name == name) || crate::planner::containment_applies(action.scope(), &capture.spec) == Ok(false) {
             continue;
         }
         // A Failed action may have changed part of what it covers before the call that failed (scale-in protection

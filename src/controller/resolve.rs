@@ -1,11 +1,11 @@
 //! Resolve the target: which instance, where, what it is, and whether SSM can reach it.
 
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{ContainerStatus, Node, Pod};
 use kube::Api;
 
 use super::{Context, failure::StepError};
 use crate::{
-    api::{ForensicCapture, Needs, Reason, Step, TargetFacts},
+    api::{ContainerFacts, ForensicCapture, Needs, PodFacts, Reason, Step, TargetFacts},
     aws::{ErrorClass, ec2::Ec2Api, ssm::SsmApi},
 };
 
@@ -28,16 +28,20 @@ fn region_of_zone(zone: &str) -> String {
 
 pub async fn resolve(ctx: &Context, capture: &ForensicCapture) -> Result<TargetFacts, StepError> {
     let target = &capture.spec.target;
-    let (instance_id, zone_region, node_name) = match (&target.instance_id, &target.node_name) {
-        (Some(id), _) => (id.clone(), None, None),
-        (None, Some(node)) => {
-            let nodes: Api<Node> = Api::all(ctx.client.clone());
-            let found = nodes.get_opt(node).await?.ok_or_else(|| StepError::abort(Reason::NodeNotFound, format!("Node {node} does not exist in this cluster")))?;
-            let provider_id = found.spec.and_then(|s| s.provider_id).unwrap_or_default();
-            let (zone, id) = instance_from_provider_id(&provider_id).ok_or_else(|| StepError::abort(Reason::NodeNotOnEc2, format!("Node {node} has providerID {provider_id:?}, not an EC2 instance (aws:///<zone>/<instance-id>)")))?;
-            (id, zone.map(|z| region_of_zone(&z)), Some(node.clone()))
+    let mut pod = None;
+    let (instance_id, zone_region, node_name) = match (&target.instance_id, &target.node_name, &target.pod_ref) {
+        (Some(id), _, _) => (id.clone(), None, None),
+        (None, Some(node), _) => node_instance(ctx, node, None).await?,
+        (None, None, Some(pod_ref)) => {
+            let found = pod_facts(ctx, &pod_ref.namespace, &pod_ref.name).await?;
+            let node = found.1.ok_or_else(|| {
+                StepError::abort(Reason::PodNotScheduled, format!("pod {}/{} is not on a node yet (no spec.nodeName): there is no instance to capture", pod_ref.namespace, pod_ref.name))
+            })?;
+            let resolved = node_instance(ctx, &node, Some(&found.0)).await?;
+            pod = Some(found.0);
+            resolved
         }
-        (None, None) => {
+        (None, None, None) => {
             return Err(StepError::abort(Reason::InvalidTarget, "spec.target names no instance"));
         }
     };
@@ -99,9 +103,76 @@ pub async fn resolve(ctx: &Context, capture: &ForensicCapture) -> Result<TargetF
         ssm_managed,
         ssm_access_denied,
         node_name,
+        pod,
         // Reported by the instance itself, in the volatile step.
         kernel_banner: None,
     })
+}
+
+/// The instance behind a Node (for a pod target, the pod's Node), from its providerID.
+async fn node_instance(ctx: &Context, node: &str, pod: Option<&PodFacts>) -> Result<(String, Option<String>, Option<String>), StepError> {
+    let of_pod = pod.map(|p| format!(" (the node of pod {}/{})", p.namespace, p.name)).unwrap_or_default();
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let found = nodes.get_opt(node).await?.ok_or_else(|| StepError::abort(Reason::NodeNotFound, format!("Node {node}{of_pod} does not exist in this cluster")))?;
+    let provider_id = found.spec.and_then(|s| s.provider_id).unwrap_or_default();
+    let (zone, id) = instance_from_provider_id(&provider_id)
+        .ok_or_else(|| StepError::abort(Reason::NodeNotOnEc2, format!("Node {node}{of_pod} has providerID {provider_id:?}, not an EC2 instance (aws:///<zone>/<instance-id>)")))?;
+    Ok((id, zone.map(|z| region_of_zone(&z)), Some(node.to_string())))
+}
+
+/// The pod as the API server has it, and its node.
+async fn pod_facts(ctx: &Context, namespace: &str, name: &str) -> Result<(PodFacts, Option<String>), StepError> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let found = pods.get_opt(name).await?.ok_or_else(|| StepError::abort(Reason::PodNotFound, format!("pod {namespace}/{name} does not exist in this cluster")))?;
+    let node = found.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty());
+    Ok((describe_pod(&found), node))
+}
+
+/// What the capture records of a pod: its identity and every container with its image digest and ID.
+pub fn describe_pod(pod: &Pod) -> PodFacts {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let status = pod.status.clone().unwrap_or_default();
+    let container_status = |name: &str, statuses: &Option<Vec<ContainerStatus>>| statuses.as_ref().and_then(|all| all.iter().find(|s| s.name == name).cloned());
+    let mut containers = Vec::new();
+    let mut add = |kind: &str, name: &str, image: Option<String>, statuses: &Option<Vec<ContainerStatus>>| {
+        let found = container_status(name, statuses);
+        let state = found.as_ref().and_then(|s| s.state.as_ref()).map(|state| {
+            if state.running.is_some() {
+                "Running"
+            } else if state.terminated.is_some() {
+                "Terminated"
+            } else {
+                "Waiting"
+            }
+        });
+        containers.push(ContainerFacts {
+            name: name.to_string(),
+            image: image.unwrap_or_default(),
+            // The kubelet reports "" before the image is pulled and the container created.
+            image_id: found.as_ref().map(|s| s.image_id.clone()).filter(|i| !i.is_empty()),
+            container_id: found.as_ref().and_then(|s| s.container_id.clone()).filter(|i| !i.is_empty()),
+            state: state.map(String::from),
+            kind: kind.to_string(),
+        });
+    };
+    for c in spec.init_containers.iter().flatten() {
+        add("Init", &c.name, c.image.clone(), &status.init_container_statuses);
+    }
+    for c in &spec.containers {
+        add("Regular", &c.name, c.image.clone(), &status.container_statuses);
+    }
+    for c in spec.ephemeral_containers.iter().flatten() {
+        add("Ephemeral", &c.name, c.image.clone(), &status.ephemeral_container_statuses);
+    }
+    PodFacts {
+        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        uid: pod.metadata.uid.clone().unwrap_or_default(),
+        phase: status.phase.clone(),
+        ips: status.pod_ips.iter().flatten().map(|ip| ip.ip.clone()).collect(),
+        service_account: spec.service_account_name.clone(),
+        containers,
+    }
 }
 
 /// The memory of `instance_type` in `region`: asked of EC2 once per process.

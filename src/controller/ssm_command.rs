@@ -87,6 +87,26 @@ where
 }
 
 /// The command's stdout once it succeeded; None while it runs; the step's failure otherwise.
+/// The step's command (as `ensure` finds or sends it) until it has ended: its output once it succeeded, None
+/// while it is being sent or still runs; a failed invocation is the step's failure.
+pub async fn ensure_output<F, Fut>(
+    sc: &StepContext<'_>,
+    step: Step,
+    status: &mut ForensicCaptureStatus,
+    writer: &mut Writer<'_>,
+    execution_timeout_seconds: u64,
+    prepare: F,
+) -> Result<Option<String>, StepError>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<Vec<String>, StepError>>,
+{
+    match ensure(sc, step, status, writer, execution_timeout_seconds, prepare).await? {
+        Command::Known(id) | Command::SentNow(id) => output(sc, step, &id).await,
+        Command::Unconfirmed => Ok(None),
+    }
+}
+
 pub async fn output(sc: &StepContext<'_>, step: Step, command_id: &str) -> Result<Option<String>, StepError> {
     let instance_id = sc.instance_id();
     let invocation = sc.aws.ssm.invocation(command_id, instance_id).await.map_err(|e| StepError::on_instance(e, instance_id, Reason::CommandFailed))?;

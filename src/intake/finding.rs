@@ -266,6 +266,32 @@ mod tests {
         assert_eq!(f.tags.get("team").map(String::as_str), Some("web"));
     }
 
+    /// The documented shapes the suite sends through EventBridge (tests/fixtures/findings/), filled in.
+    fn fixture(text: &str) -> String {
+        text.replace("{{INSTANCE_ID}}", "i-0abc")
+            .replace("{{ACCOUNT_ID}}", "123456789012")
+            .replace("{{REGION}}", "eu-west-1")
+            .replace("{{FINDING_ID}}", "f-1")
+            .replace("{{SEVERITY}}", "8")
+            .replace("{{EVENT_ID}}", "ev-1")
+    }
+
+    #[test]
+    fn every_documented_event_shape_names_its_instance() {
+        let cases = [
+            (include_str!("../../tests/fixtures/findings/guardduty-ec2.json"), FindingSourceKind::GuardDuty),
+            (include_str!("../../tests/fixtures/findings/guardduty-eks-runtime.json"), FindingSourceKind::GuardDuty),
+            (include_str!("../../tests/fixtures/findings/securityhub-custom-action.json"), FindingSourceKind::SecurityHubCustomAction),
+            (include_str!("../../tests/fixtures/findings/securityhub-imported.json"), FindingSourceKind::SecurityHubFinding),
+        ];
+        for (text, source) in cases {
+            let event = parse(&fixture(text)).unwrap_or_else(|e| panic!("{e}: {text}"));
+            let [f] = event.findings.as_slice() else { panic!("one finding about one instance: {event:?}") };
+            assert_eq!((f.source, f.instance_id.as_str(), f.account_id.as_str(), f.region.as_str(), f.id.as_str()), (source, "i-0abc", "123456789012", "eu-west-1", "f-1"));
+            assert!(!f.type_.is_empty(), "{f:?}");
+        }
+    }
+
     #[test]
     fn other_messages_are_refused_with_what_is_wrong() {
         assert!(matches!(parse("not json"), Err(ParseError::NotJson(_))));

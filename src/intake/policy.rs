@@ -184,6 +184,8 @@ pub fn capture(policy: &CapturePolicy, finding: &Finding, delivery: &Delivery<'_
         dry_run: template.dry_run,
         requires_approval: policy.spec.mode == PolicyMode::Approval,
         trigger: Some(trigger),
+        // Findings name instances; pod targets are made by hand.
+        pod: None,
     };
     ForensicCapture {
         metadata: ObjectMeta { name: Some(capture_name(finding)), namespace: Some(namespace), labels: Some(labels), annotations: Some(annotations), ..ObjectMeta::default() },

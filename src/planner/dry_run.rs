@@ -75,6 +75,20 @@ fn plan_step(s: Step, spec: &ForensicCaptureSpec, target: &TargetFacts, observed
             Ok(uri) => step(s, StepVerdict::Run, None, format!("the volatile-data script through SSM (AWS-RunShellScript) on {instance}, uploading to {uri} through presigned URLs")),
             Err(failed) => failed,
         },
+        Step::Checkpoint => {
+            let pod = target.pod.as_ref().map(|p| format!("{}/{}", p.namespace, p.name)).unwrap_or_default();
+            let node = target.node_name.as_deref().unwrap_or_default();
+            match evidence("checkpoints/") {
+                Ok(uri) => step(
+                    s,
+                    StepVerdict::Run,
+                    None,
+                    format!("each running container of pod {pod} checkpointed by the kubelet of Node {node} (through the API server's node proxy), the archives uploaded from {instance} through SSM to {uri}<container>.tar"),
+                ),
+                Err(failed) => failed,
+            }
+        }
+        Step::CheckpointRemoval => step(s, StepVerdict::Run, None, format!("the checkpoint archives removed from {instance} through SSM once their uploads are verified")),
         Step::Memory => {
             if let Some((reason, message)) = super::memory_blocker(target, settings.avml.is_some()) {
                 return step(s, StepVerdict::Fail, Some(reason), message);
@@ -137,8 +151,52 @@ fn unknown(name: &str, why: &str) -> PlannedAction {
     action(name, ActionVerdict::Unknown, format!("could not be read: {why}"), Vec::new())
 }
 
-/// The containment actions, in the playbook's order (src/controller/containment/mod.rs).
+/// The containment actions, in the playbook's order (src/controller/containment/mod.rs): a pod target's own
+/// first, then the instance's, which for a pod target apply only with spec.pod.isolateNode.
 fn plan_containment(spec: &ForensicCaptureSpec, target: &TargetFacts, observed: &Observed, settings: &Settings) -> Vec<PlannedAction> {
+    use crate::planner::{ContainmentScope, containment_applies};
+    let mut actions = Vec::new();
+    if containment_applies(ContainmentScope::Pod, spec) == Ok(true) {
+        actions.extend(plan_pod_containment(spec, target, settings));
+    }
+    match containment_applies(ContainmentScope::Instance, spec) {
+        Ok(true) => actions.extend(plan_instance_containment(spec, target, observed, settings)),
+        Ok(false) => {}
+        Err(why) => {
+            let names = ["TerminationSafeguards", "InstanceTags", "AutoScaling", "LoadBalancers", "ElasticIps", "SecurityGroups", "Credentials"];
+            actions.extend(names.iter().map(|name| action(name, ActionVerdict::NotNeeded, why.clone(), Vec::new())));
+        }
+    }
+    actions
+}
+
+/// A pod target's quarantine and the optional cordon, as the capture would apply them.
+fn plan_pod_containment(spec: &ForensicCaptureSpec, target: &TargetFacts, settings: &Settings) -> Vec<PlannedAction> {
+    let mut actions = Vec::new();
+    let Some(pod) = &target.pod else { return actions };
+    let cidrs = &spec.steps.isolation.allow_ingress_cidrs;
+    let ingress = if cidrs.is_empty() { "no ingress".to_string() } else { format!("ingress only from {}", cidrs.join(", ")) };
+    let label = format!("{}={}", crate::planner::QUARANTINE_LABEL, settings.uid);
+    actions.push(action(
+        "PodQuarantine",
+        ActionVerdict::Change,
+        format!("pod {}/{} labelled and selected by a NetworkPolicy that denies all egress and allows {ingress}; the pod keeps running", pod.namespace, pod.name),
+        vec![
+            change(format!("pod {}/{} label", pod.namespace, pod.name), "as now", label),
+            change(format!("NetworkPolicy in {}", pod.namespace), "none", crate::planner::quarantine_policy_name(&settings.uid)),
+        ],
+    ));
+    let node = target.node_name.as_deref().unwrap_or_default();
+    actions.push(if spec.pod.as_ref().is_some_and(|p| p.cordon) {
+        action("NodeCordon", ActionVerdict::Change, format!("Node {node} cordoned; its pods keep running"), vec![change(format!("Node {node} unschedulable"), "as now", "true")])
+    } else {
+        action("NodeCordon", ActionVerdict::NotNeeded, "not requested (spec.pod.cordon)", Vec::new())
+    });
+    actions
+}
+
+/// The instance's containment actions.
+fn plan_instance_containment(spec: &ForensicCaptureSpec, target: &TargetFacts, observed: &Observed, settings: &Settings) -> Vec<PlannedAction> {
     let isolation = &spec.steps.isolation;
     let instance = &target.instance_id;
     let mut actions = Vec::new();
@@ -309,6 +367,10 @@ mod tests {
         Settings { avml: Some("s3://tools/avml".into()), evidence: Ok(("evidence".into(), "captures".into())), forensic_destination: None, uid: "u1".into() }
     }
 
+    fn named<'p>(plan: &'p CapturePlan, name: &str) -> &'p PlannedStep {
+        plan.steps.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("{name} planned"))
+    }
+
     fn verdicts(plan: &CapturePlan) -> Vec<(&str, StepVerdict)> {
         plan.steps.iter().map(|s| (s.name.as_str(), s.would)).collect()
     }
@@ -318,10 +380,18 @@ mod tests {
         let plan = plan(&spec("caseId: C-1\ntarget: {instanceId: i-1}\n"), &target(), &observed(), &settings());
         assert_eq!(
             verdicts(&plan),
-            [("volatile", StepVerdict::Run), ("memory", StepVerdict::Run), ("disk", StepVerdict::Run), ("isolation", StepVerdict::Run), ("forensicCopy", StepVerdict::NotRequested)]
+            [
+                ("volatile", StepVerdict::Run),
+                ("checkpoint", StepVerdict::NotRequested),
+                ("checkpointRemoval", StepVerdict::NotRequested),
+                ("memory", StepVerdict::Run),
+                ("disk", StepVerdict::Run),
+                ("isolation", StepVerdict::Run),
+                ("forensicCopy", StepVerdict::NotRequested)
+            ]
         );
-        assert!(plan.steps[1].message.contains("s3://tools/avml") && plan.steps[1].message.contains("4096 MiB"), "{}", plan.steps[1].message);
-        assert!(plan.steps[2].message.contains("vol-root (/dev/xvda), vol-data (/dev/sdf)"), "{}", plan.steps[2].message);
+        assert!(named(&plan, "memory").message.contains("s3://tools/avml") && named(&plan, "memory").message.contains("4096 MiB"), "{}", named(&plan, "memory").message);
+        assert!(named(&plan, "disk").message.contains("vol-root (/dev/xvda), vol-data (/dev/sdf)"), "{}", named(&plan, "disk").message);
         let by_name = |n: &str| plan.containment.iter().find(|a| a.name == n).unwrap();
         let names: Vec<&str> = plan.containment.iter().map(|a| a.name.as_str()).collect();
         assert_eq!(names, ["TerminationSafeguards", "InstanceTags", "AutoScaling", "LoadBalancers", "ElasticIps", "SecurityGroups", "Credentials"]);
@@ -341,23 +411,23 @@ mod tests {
     fn steps_the_capture_would_skip_or_fail_say_so_with_the_capture_s_reason() {
         let offline = TargetFacts { ssm_managed: Some(false), ..target() };
         let plan = plan(&spec("caseId: C-1\ntarget: {instanceId: i-1}\n"), &offline, &observed(), &settings());
-        assert_eq!(plan.steps[0].would, StepVerdict::Skip);
-        assert_eq!(plan.steps[0].reason.as_deref(), Some("NotSsmManaged"));
+        assert_eq!(named(&plan, "volatile").would, StepVerdict::Skip);
+        assert_eq!(named(&plan, "volatile").reason.as_deref(), Some("NotSsmManaged"));
         let arm = TargetFacts { architecture: Some("arm64".into()), ..target() };
         let plan = super::plan(&spec("caseId: C-1\ntarget: {instanceId: i-1}\n"), &arm, &observed(), &Settings { avml: None, ..settings() });
-        assert_eq!((plan.steps[1].would, plan.steps[1].reason.as_deref()), (StepVerdict::Fail, Some("AvmlNotConfigured")));
+        assert_eq!((named(&plan, "memory").would, named(&plan, "memory").reason.as_deref()), (StepVerdict::Fail, Some("AvmlNotConfigured")));
         let mips = TargetFacts { architecture: Some("mips".into()), ..target() };
         let plan = super::plan(&spec("caseId: C-1\ntarget: {instanceId: i-1}\n"), &mips, &observed(), &settings());
-        assert_eq!(plan.steps[1].reason.as_deref(), Some("UnsupportedArchitecture"));
+        assert_eq!(named(&plan, "memory").reason.as_deref(), Some("UnsupportedArchitecture"));
         let no_size = TargetFacts { memory_mib: None, ..target() };
         let plan = super::plan(&spec("caseId: C-1\ntarget: {instanceId: i-1}\n"), &no_size, &observed(), &settings());
-        assert_eq!(plan.steps[1].reason.as_deref(), Some("MemorySizeUnknown"));
+        assert_eq!(named(&plan, "memory").reason.as_deref(), Some("MemorySizeUnknown"));
         let none = Observed { volumes: Vec::new(), ..observed() };
         let plan = super::plan(&spec("caseId: C-1\ntarget: {instanceId: i-1}\n"), &target(), &none, &settings());
-        assert_eq!(plan.steps[2].reason.as_deref(), Some("NoVolumes"));
+        assert_eq!(named(&plan, "disk").reason.as_deref(), Some("NoVolumes"));
         let boot_only = Observed { volumes: vec![("/dev/xvda".into(), "vol-root".into(), true)], ..observed() };
         let plan = super::plan(&spec("caseId: C-1\ntarget: {instanceId: i-1}\ndisk: {excludeBootVolume: true}\n"), &target(), &boot_only, &settings());
-        assert_eq!(plan.steps[2].reason.as_deref(), Some("NoVolumes"), "the boot volume is left out: {:?}", plan.steps[2]);
+        assert_eq!(named(&plan, "disk").reason.as_deref(), Some("NoVolumes"), "the boot volume is left out: {:?}", named(&plan, "disk"));
     }
 
     #[test]
@@ -369,6 +439,26 @@ mod tests {
         assert!(asg.message.contains("AccessDenied"), "{}", asg.message);
         let plan = super::plan(&spec("caseId: C-1\ntarget: {instanceId: i-1}\nisolation: {enabled: false}\n"), &target(), &observed(), &settings());
         assert!(plan.containment.is_empty());
-        assert_eq!(plan.steps[3].would, StepVerdict::NotRequested);
+        assert_eq!(named(&plan, "isolation").would, StepVerdict::NotRequested);
+    }
+
+    #[test]
+    fn a_pod_target_plans_its_checkpoints_and_quarantine_and_leaves_the_node_s_instance_alone() {
+        let pod = crate::api::PodFacts { namespace: "shop".into(), name: "checkout-1".into(), uid: "p-1".into(), ..Default::default() };
+        let on_node = TargetFacts { node_name: Some("ip-10-0-0-1".into()), pod: Some(pod), ..target() };
+        let yaml = "caseId: C-1\ntarget: {podRef: {namespace: shop, name: checkout-1}}\nisolation: {allowIngressCidrs: [203.0.113.7/32]}\npod: {checkpoint: true, cordon: true}\n";
+        let plan = plan(&spec(yaml), &on_node, &observed(), &settings());
+        assert_eq!(named(&plan, "checkpoint").would, StepVerdict::Run);
+        assert!(named(&plan, "checkpoint").message.contains("pod shop/checkout-1") && named(&plan, "checkpoint").message.contains("Node ip-10-0-0-1"), "{:?}", named(&plan, "checkpoint"));
+        assert_eq!(named(&plan, "checkpointRemoval").would, StepVerdict::Run);
+        let names: Vec<(&str, ActionVerdict)> = plan.containment.iter().map(|a| (a.name.as_str(), a.would)).collect();
+        assert_eq!(names[..2], [("PodQuarantine", ActionVerdict::Change), ("NodeCordon", ActionVerdict::Change)]);
+        assert!(plan.containment[0].message.contains("203.0.113.7/32"), "{:?}", plan.containment[0]);
+        assert_eq!(plan.containment[0].changes[1].to, "forensic-capture-quarantine-u1");
+        assert!(plan.containment[2..].iter().all(|a| a.would == ActionVerdict::NotNeeded && a.message.contains("spec.pod.isolateNode")), "{:?}", plan.containment);
+        let isolate_node = yaml.replace("cordon: true", "isolateNode: true");
+        let plan = super::plan(&spec(&isolate_node), &on_node, &observed(), &settings());
+        let by_name = |n: &str| plan.containment.iter().find(|a| a.name == n).unwrap().would;
+        assert_eq!((by_name("NodeCordon"), by_name("SecurityGroups")), (ActionVerdict::NotNeeded, ActionVerdict::Change));
     }
 }

@@ -67,10 +67,18 @@ impl FaultProxy {
         get_json(&format!("{}/_fault-proxy/counters", self.url)).await
     }
 
-    /// Every request's operation (`service:Operation`), in the order the proxy saw them.
+    /// Every request's operation (`service:Operation`), in the order the proxy saw them; an EC2 request sent
+    /// with DryRun=true as `service:Operation (DryRun)`.
     pub async fn operations_seen(&self) -> Vec<String> {
         let log = get_json(&format!("{}/_fault-proxy/requests", self.url)).await;
-        log.as_array().unwrap().iter().map(|r| r["operation"].as_str().unwrap_or_default().to_string()).collect()
+        log.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let operation = r["operation"].as_str().unwrap_or_default();
+                if r["dry_run"] == true { format!("{operation}{DRY_RUN}") } else { operation.to_string() }
+            })
+            .collect()
     }
 
     /// Environment that points a controller's AWS clients at the proxy.
@@ -123,14 +131,21 @@ pub fn count(counters: &Value, key: &str, field: &str) -> u64 {
     value.as_u64().unwrap_or(0)
 }
 
-/// The operations that are not reads: anything but Describe, List, Get and Head calls and sts:AssumeRole
-/// (the sessions reads in other accounts and presigning need).
+/// How `operations_seen` marks an EC2 dry run.
+pub const DRY_RUN: &str = " (DryRun)";
+
+/// The operations that are not reads: anything but Describe, List, Get and Head calls, sts:AssumeRole (the
+/// sessions reads in other accounts and presigning need), IAM policy simulations and EC2 dry runs (which EC2
+/// answers with DryRunOperation or UnauthorizedOperation, doing nothing).
 pub fn writes(operations: &[String]) -> Vec<&String> {
     operations
         .iter()
         .filter(|o| {
             let name = o.split(':').nth(1).unwrap_or_default();
-            !["Describe", "List", "Get", "Head"].iter().any(|p| name.starts_with(p)) && o.as_str() != "sts:AssumeRole"
+            let read = ["Describe", "List", "Get", "Head"].iter().any(|p| name.starts_with(p))
+                || ["sts:AssumeRole", "iam:SimulatePrincipalPolicy"].contains(&o.as_str())
+                || (o.starts_with("ec2:") && o.ends_with(DRY_RUN));
+            !read
         })
         .collect()
 }

@@ -183,23 +183,31 @@ pub fn capture_yaml(name: &str, instance_id: &str, extra: &str) -> String {
 
 /// (path, contents) of each regular file in a .tar.gz.
 pub fn tar_entries(archive: &[u8]) -> Vec<(String, Vec<u8>)> {
+    archive_entries(archive, "-xzf")
+}
+
+/// (path, contents) of each regular file in an uncompressed tar (a container checkpoint).
+pub fn plain_tar_entries(archive: &[u8]) -> Vec<(String, Vec<u8>)> {
+    archive_entries(archive, "-xf")
+}
+
+fn archive_entries(archive: &[u8], tar_flags: &str) -> Vec<(String, Vec<u8>)> {
     let dir = tempdir();
-    let file = dir.join("a.tar.gz");
+    let file = dir.join("archive");
     std::fs::write(&file, archive).unwrap();
     let out = dir.join("x");
     std::fs::create_dir_all(&out).unwrap();
-    let ok = std::process::Command::new("tar").arg("-xzf").arg(&file).arg("-C").arg(&out).status().unwrap().success();
+    let ok = std::process::Command::new("tar").arg(tar_flags).arg(&file).arg("-C").arg(&out).status().unwrap().success();
     assert!(ok, "archive extracts");
     let mut entries = Vec::new();
     let mut pending = vec![out.clone()];
     while let Some(d) = pending.pop() {
         for e in std::fs::read_dir(&d).unwrap().flatten() {
-            if e.file_type().unwrap().is_dir() {
+            let kind = e.file_type().unwrap();
+            if kind.is_dir() {
                 pending.push(e.path());
-            } else {
-                let mut body = Vec::new();
-                std::io::Read::read_to_end(&mut std::fs::File::open(e.path()).unwrap(), &mut body).unwrap();
-                entries.push((e.path().strip_prefix(&out).unwrap().display().to_string(), body));
+            } else if kind.is_file() {
+                entries.push((e.path().strip_prefix(&out).unwrap().display().to_string(), std::fs::read(e.path()).unwrap()));
             }
         }
     }

@@ -259,6 +259,7 @@ pub fn controller_policy_signing_with(env: &fixtures::CaptureEnv, signing_key_ar
             ("TargetRoleName", "ForensicCaptureTarget"),
             ("ForensicRoleName", "ForensicCaptureCopy"),
             ("SigningKeyArn", signing_key_arn),
+            ("ControllerRoleArn", &user_arn(CONTROLLER_USER)),
         ],
     )
 }

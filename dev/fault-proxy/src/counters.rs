@@ -34,6 +34,8 @@ pub struct Logged {
     pub access_key: Option<String>,
     /// The region it was signed for.
     pub region: Option<String>,
+    /// An EC2 request sent with DryRun=true: EC2 answers DryRunOperation or UnauthorizedOperation and does nothing.
+    pub dry_run: bool,
 }
 
 /// The most recent requests kept.

@@ -40,9 +40,10 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
     let arrived = Instant::now();
     let at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64() * 1000.0;
     let (access_key, region) = signer(request.headers(), request.uri().query().unwrap_or(""));
-    let (key, fault, response) = answer(&proxy, request).await;
+    let mut dry_run = false;
+    let (key, fault, response) = answer(&proxy, request, &mut dry_run).await;
     let ms = arrived.elapsed().as_secs_f64() * 1000.0;
-    proxy.counters.lock().unwrap().log(Logged { at_ms, ms, operation: key, fault: fault.map(Fault::name), access_key, region });
+    proxy.counters.lock().unwrap().log(Logged { at_ms, ms, operation: key, fault: fault.map(Fault::name), access_key, region, dry_run });
     response
 }
 
@@ -69,8 +70,9 @@ pub fn signer(headers: &HeaderMap, query: &str) -> (Option<String>, Option<Strin
     (access_key, region)
 }
 
-/// The answer to one request: its `service:operation`, the fault injected, the response.
-async fn answer(proxy: &Proxy, request: Request) -> (String, Option<Fault>, Response) {
+/// The answer to one request: its `service:operation`, the fault injected, the response; `dry_run` is set for
+/// an EC2 request that carries DryRun=true.
+async fn answer(proxy: &Proxy, request: Request, dry_run: &mut bool) -> (String, Option<Fault>, Response) {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_string();
     let query = parts.uri.query().unwrap_or("").to_string();
@@ -85,6 +87,7 @@ async fn answer(proxy: &Proxy, request: Request) -> (String, Option<Fault>, Resp
         (Some(body), Bytes::new())
     };
     let operation = protocol::operation(protocol, &parts.method, &path, &query, &parts.headers, &buffered);
+    *dry_run = protocol == Protocol::Ec2 && protocol::parameter(std::str::from_utf8(&buffered).unwrap_or(""), "DryRun").as_deref() == Some("true");
     let key = format!("{service}:{operation}");
     let decision = {
         let plan = proxy.plan.lock().unwrap().clone();

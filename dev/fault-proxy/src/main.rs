@@ -8,7 +8,8 @@
 //!   PUT  /_fault-proxy/plan       replace it (JSON, see plan.rs); 400 with the reason when invalid
 //!   GET  /_fault-proxy/counters   requests, forwards and injected faults per `service:operation`, and totals
 //!   GET  /_fault-proxy/requests   the most recent requests (20,000), oldest first: arrival, duration, operation,
-//!                                 the signer's access key ID and the region signed for
+//!                                 the signer's access key ID, the region signed for, and whether it was an
+//!                                 EC2 dry run (DryRun=true)
 
 mod counters;
 mod forward;

@@ -186,8 +186,12 @@ impl Simulator {
                 _ = cancel.changed() => {}
             }
         };
+        let tier = match node.backing {
+            Backing::Host => runner::Tier::Host { writable: &self.options.host_writable_dirs, visible: &self.options.host_visible_dirs },
+            _ => runner::Tier::Instance,
+        };
         let guest = match node.backing {
-            Backing::Sandbox => None,
+            Backing::Sandbox | Backing::Host => None,
             Backing::Invalid(message) => return self.finish(&key, Status::Failed, "Failed", 1, b"", message.as_bytes()),
             Backing::Qemu { kernel_args, memory_mib } => {
                 // The invocation stays Pending while the guest boots, as a command waits for an agent that is
@@ -220,7 +224,7 @@ impl Simulator {
             execution_timeout: Duration::from_secs(execution_timeout),
         };
         let run = match guest {
-            None => runner::run(self.options.sandbox, invocation, cancel).await,
+            None => runner::run(self.options.sandbox, tier, invocation, cancel).await,
             Some(guest) => self.vms.run(&guest, invocation, cancel).await,
         };
         match run {

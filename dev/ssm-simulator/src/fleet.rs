@@ -8,6 +8,14 @@
 //! Tags also choose what runs a node's commands (see vm.rs): `ssm-simulator:target=qemu` backs the instance
 //! with a QEMU guest running a real Linux kernel instead of the bubblewrap sandbox, with optional
 //! `ssm-simulator:kernel-args` (appended to the guest's kernel command line) and `ssm-simulator:memory-mib`.
+//! `ssm-simulator:target=host` makes the instance this machine itself, as the node tier's instance is (dev/stack
+//! with FC_STACK_NODE=1: the kubelet runs here, so a capture of that node is a capture of this host): its
+//! commands run under bubblewrap in the host's PID namespace, so the kubelet's pods, their processes and their
+//! cgroups are visible under /proc and /sys/fs/cgroup, with the root capabilities a real agent has; the host
+//! root stays read-only except the directories the simulator was given with --host-writable-dir (the kubelet's
+//! checkpoint directory, whose archives a capture removes after uploading them). /tmp, /var/tmp, the agent's
+//! directory and environment follow the sandbox's rules (runner.rs); --host-visible-dir names host directories
+//! seen at their own paths all the same (the node's state when the stack lives under /tmp).
 
 use std::collections::HashMap;
 
@@ -23,6 +31,8 @@ pub const MEMORY_TAG: &str = "ssm-simulator:memory-mib";
 pub enum Backing {
     /// The host-side runner (runner.rs): bubblewrap, or plain bash.
     Sandbox,
+    /// This machine: the host-side runner without its own PID namespace (runner.rs).
+    Host,
     /// A QEMU guest with a real kernel (vm.rs). `memory_mib` None: the simulator's default.
     Qemu { kernel_args: String, memory_mib: Option<u32> },
     /// Tags that name no backing the simulator has; commands fail with this message rather than silently
@@ -166,6 +176,7 @@ fn backing(instance: &Instance) -> Backing {
     let tag = |key: &str| instance.tags().iter().find(|t| t.key() == Some(key)).and_then(|t| t.value());
     match tag(TARGET_TAG) {
         None | Some("sandbox") => Backing::Sandbox,
+        Some("host") => Backing::Host,
         Some("qemu") => {
             let memory_mib = match tag(MEMORY_TAG).map(|m| m.trim().parse::<u32>()) {
                 None => None,
@@ -174,7 +185,7 @@ fn backing(instance: &Instance) -> Backing {
             };
             Backing::Qemu { kernel_args: tag(KERNEL_ARGS_TAG).unwrap_or_default().trim().to_string(), memory_mib }
         }
-        Some(other) => Backing::Invalid(format!("tag {TARGET_TAG}={other} names no backing the simulator has (qemu or sandbox)")),
+        Some(other) => Backing::Invalid(format!("tag {TARGET_TAG}={other} names no backing the simulator has (qemu, host or sandbox)")),
     }
 }
 
@@ -197,4 +208,33 @@ fn managed_node(instance: &Instance) -> Option<ManagedNode> {
         computer_name: instance.private_dns_name().unwrap_or_default().to_string(),
         backing: backing(instance),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_ec2::types::{Instance, Tag};
+
+    use super::{Backing, KERNEL_ARGS_TAG, MEMORY_TAG, TARGET_TAG, backing};
+
+    fn tagged(tags: &[(&str, &str)]) -> Instance {
+        tags.iter().fold(Instance::builder(), |b, (k, v)| b.tags(Tag::builder().key(*k).value(*v).build())).build()
+    }
+
+    #[test]
+    fn the_target_tag_chooses_the_backing() {
+        assert_eq!(backing(&tagged(&[])), Backing::Sandbox);
+        assert_eq!(backing(&tagged(&[(TARGET_TAG, "sandbox")])), Backing::Sandbox);
+        assert_eq!(backing(&tagged(&[(TARGET_TAG, "host")])), Backing::Host);
+        // The guest's settings belong to the qemu tier only: on the host they change nothing.
+        assert_eq!(backing(&tagged(&[(TARGET_TAG, "host"), (MEMORY_TAG, "1")])), Backing::Host);
+        assert_eq!(
+            backing(&tagged(&[(TARGET_TAG, "qemu"), (KERNEL_ARGS_TAG, " quiet "), (MEMORY_TAG, "512")])),
+            Backing::Qemu { kernel_args: "quiet".into(), memory_mib: Some(512) }
+        );
+        assert!(matches!(backing(&tagged(&[(TARGET_TAG, "qemu"), (MEMORY_TAG, "64")])), Backing::Invalid(m) if m.contains(MEMORY_TAG)));
+        // Tag values are case-sensitive, as EC2's are: "Host" is not the host.
+        for other in ["Host", "hosts", ""] {
+            assert!(matches!(backing(&tagged(&[(TARGET_TAG, other)])), Backing::Invalid(m) if m.contains("qemu, host or sandbox")), "{other:?}");
+        }
+    }
 }

@@ -5,7 +5,8 @@
 //! moto's SSM marks every command successful without running it, which would prove nothing about the
 //! on-instance scripts. This server asks moto's EC2 which instances exist, and treats running instances as
 //! managed nodes whose "agent" runs the script under bubblewrap, or, for instances tagged
-//! `ssm-simulator:target=qemu`, in a QEMU guest with a real Linux kernel (vm.rs).
+//! `ssm-simulator:target=qemu`, in a QEMU guest with a real Linux kernel (vm.rs), or, for
+//! `ssm-simulator:target=host`, on this machine itself (the node tier's instance; fleet.rs).
 
 mod deny;
 mod api;
@@ -55,6 +56,16 @@ pub struct Options {
     /// namespace) or none (plain bash in the work directory; for machines without bubblewrap).
     #[arg(long, value_enum, default_value_t = runner::Sandbox::Bwrap)]
     sandbox: runner::Sandbox,
+    /// A directory of this machine that commands for instances tagged ssm-simulator:target=host may write
+    /// (repeatable; the rest of the host root is read-only to them). dev/stack gives the node tier's kubelet
+    /// checkpoint directory.
+    #[arg(long = "host-writable-dir")]
+    host_writable_dirs: Vec<PathBuf>,
+    /// A directory of this machine that those commands see at its own path (read-only) even where the sandbox
+    /// puts the instance's own (/tmp, /var/tmp); repeatable. dev/stack gives the node tier's state directory,
+    /// which is under /tmp when the stack is.
+    #[arg(long = "host-visible-dir")]
+    host_visible_dirs: Vec<PathBuf>,
     /// QEMU system emulator for instances tagged ssm-simulator:target=qemu.
     #[arg(long, default_value = "qemu-system-x86_64")]
     vm_qemu: PathBuf,

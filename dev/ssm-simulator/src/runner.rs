@@ -6,6 +6,11 @@
 //! wrote to disk. /dev/shm is a fresh tmpfs (memory, not disk), and /dev/crash (zeros) is the memory source
 //! the stand-in AVML opens. The agent directory holds only the script
 //! and captured output, as on a real instance.
+//!
+//! The host tier (instances tagged `ssm-simulator:target=host`, see fleet.rs) is the same sandbox in this
+//! machine's PID namespace and with root's capabilities, as the agent on a Kubernetes node has them, so
+//! scripts see (and may signal) the kubelet's pods; of the directories given as `Tier::Host`, the writable ones
+//! may be written, and the visible ones are seen at their own paths even under /tmp or /var/tmp.
 
 use std::{
     path::{Path, PathBuf},
@@ -23,6 +28,15 @@ pub enum Sandbox {
 
 /// Where the agent keeps a command's files on a real instance.
 pub const AGENT_ROOT_INSIDE: &str = "/var/lib/amazon/ssm";
+
+/// Which instance the commands run on: one of the simulated instances, or this machine (the host tier).
+#[derive(Debug, Clone, Copy)]
+pub enum Tier<'a> {
+    Instance,
+    /// Directories of the host the commands may write (all else of the host root is read-only), and ones they
+    /// see at their own paths where the sandbox puts something else (a node's state under /tmp).
+    Host { writable: &'a [PathBuf], visible: &'a [PathBuf] },
+}
 
 pub enum Outcome {
     Exited { code: i32, stdout: Vec<u8>, stderr: Vec<u8> },
@@ -60,7 +74,7 @@ fn agent_environment(instance_dir: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
-pub async fn run(sandbox: Sandbox, inv: Invocation<'_>, mut cancel: watch::Receiver<bool>) -> anyhow::Result<Outcome> {
+pub async fn run(sandbox: Sandbox, tier: Tier<'_>, inv: Invocation<'_>, mut cancel: watch::Receiver<bool>) -> anyhow::Result<Outcome> {
     let instance_dir = inv.state_dir.join("instances").join(inv.instance_id);
     let disk = disk_dir(inv.state_dir, inv.instance_id);
     let relative = orchestration_dir(inv.instance_id, inv.command_id);
@@ -72,6 +86,11 @@ pub async fn run(sandbox: Sandbox, inv: Invocation<'_>, mut cancel: watch::Recei
         // bwrap can only mount onto a directory that exists, and the host root is read-only inside: the
         // (empty) mount point is made on the host once.
         std::fs::create_dir_all(AGENT_ROOT_INSIDE)?;
+        if let Tier::Host { writable, .. } = tier {
+            for dir in writable {
+                std::fs::create_dir_all(dir)?;
+            }
+        }
     }
     let script = agent_dir.join("_script.sh");
     std::fs::write(&script, inv.commands.join("\n") + "\n")?;
@@ -89,8 +108,27 @@ pub async fn run(sandbox: Sandbox, inv: Invocation<'_>, mut cancel: watch::Recei
                 .args(["--dev-bind", "/dev/zero", "/dev/crash"])
                 .arg("--bind").arg(disk.join("tmp")).arg("/tmp")
                 .arg("--bind").arg(disk.join("var-tmp")).arg("/var/tmp")
-                .arg("--bind").arg(instance_dir.join("agent")).arg(AGENT_ROOT_INSIDE)
-                .args(["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", inv.instance_id])
+                .arg("--bind").arg(instance_dir.join("agent")).arg(AGENT_ROOT_INSIDE);
+            match tier {
+                Tier::Instance => {
+                    c.arg("--unshare-pid");
+                }
+                // The host's PID namespace (the fresh /proc lists every process of the machine) and the
+                // capabilities bwrap would otherwise drop: without them root cannot read the /proc entries of
+                // processes holding more capabilities than it has, such as a container's.
+                Tier::Host { writable, visible } => {
+                    c.args(["--cap-add", "ALL"]);
+                    // After /tmp and /var/tmp (which they may lie under), and the writable ones last, as they
+                    // may lie under a visible one.
+                    for dir in visible.iter().filter(|d| d.is_dir()) {
+                        c.arg("--ro-bind").arg(dir).arg(dir);
+                    }
+                    for dir in writable {
+                        c.arg("--bind").arg(dir).arg(dir);
+                    }
+                }
+            }
+            c.args(["--unshare-ipc", "--unshare-uts", "--hostname", inv.instance_id])
                 .args(["--die-with-parent", "--chdir", &workdir, "--", "/bin/bash"])
                 .arg(format!("{inside}/_script.sh"));
             c

@@ -12,10 +12,14 @@ mod credentials;
 mod elastic_ips;
 mod instance_tags;
 mod load_balancers;
+mod node_cordon;
+mod pod_quarantine;
 mod security_groups;
 mod termination_safeguards;
 
 use futures::future::BoxFuture;
+
+pub use crate::planner::{ContainmentScope as Scope, containment_applies as applies};
 
 use super::{
     failure::{OnError, StepError},
@@ -30,8 +34,11 @@ use crate::{
     },
 };
 
-/// The playbook, in order.
+/// The playbook, in order. For a pod target the pod's own containment comes first (it is what the capture is
+/// about, and takes a second); the instance's applies only when spec.pod.isolateNode asks.
 pub const PLAYBOOK: &[&dyn Action] = &[
+    &pod_quarantine::PodQuarantine,
+    &node_cordon::NodeCordon,
     &termination_safeguards::TerminationSafeguards,
     &instance_tags::InstanceTags,
     &auto_scaling::AutoScaling,
@@ -92,11 +99,12 @@ impl Apply<'_, '_> {
     }
 }
 
-/// What `restore` works with: the record the capture kept, and the instance's AWS clients.
+/// What `restore` works with: the record the capture kept, the instance's AWS clients and the cluster.
 pub struct Restore<'a> {
     pub record: &'a IsolationRecord,
     pub instance_id: &'a str,
     pub aws: &'a CaptureClients,
+    pub client: &'a kube::Client,
 }
 
 impl Restore<'_> {
@@ -105,10 +113,29 @@ impl Restore<'_> {
     }
 }
 
+/// A Kubernetes API error of a containment action: refusals and missing objects fail the action (naming what
+/// was refused); the rest is retried.
+pub fn kube_error(subject: &str, not_found: crate::api::Reason, error: kube::Error) -> StepError {
+    use crate::api::Reason;
+    match &error {
+        kube::Error::Api(e) if e.code == 403 => StepError::failed(Reason::AccessDenied, format!("{subject}: the Kubernetes API refused the controller: {}", e.message)),
+        kube::Error::Api(e) if e.code == 404 => StepError::failed(not_found, format!("{subject}: not found: {}", e.message)),
+        kube::Error::Api(e) if e.code == 422 || e.code == 400 || e.code == 409 => {
+            StepError::failed(Reason::ContainmentIncomplete, format!("{subject}: the Kubernetes API rejected the change: {}", e.message))
+        }
+        _ => StepError::retry(format!("{subject}: Kubernetes API: {error}")),
+    }
+}
+
 /// One containment action and its undoing.
 pub trait Action: Sync {
     /// The stable name in status.isolation.actions and the release's restored list.
     fn name(&self) -> &'static str;
+
+    /// What it contains (most actions: the instance).
+    fn scope(&self) -> Scope {
+        Scope::Instance
+    }
 
     /// Applies the action, recording the prior state first.
     fn apply<'x>(&'x self, cx: &'x mut Apply<'_, '_>) -> BoxFuture<'x, Result<Applied, StepError>>;
@@ -161,7 +188,7 @@ mod tests {
     #[test]
     fn every_action_has_its_own_name() {
         let mut names: Vec<&str> = PLAYBOOK.iter().map(|a| a.name()).collect();
-        assert_eq!(names, ["TerminationSafeguards", "InstanceTags", "AutoScaling", "LoadBalancers", "ElasticIps", "SecurityGroups", "Credentials"]);
+        assert_eq!(names, ["PodQuarantine", "NodeCordon", "TerminationSafeguards", "InstanceTags", "AutoScaling", "LoadBalancers", "ElasticIps", "SecurityGroups", "Credentials"]);
         names.sort();
         names.dedup();
         assert_eq!(names.len(), PLAYBOOK.len());

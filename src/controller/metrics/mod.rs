@@ -54,6 +54,13 @@ struct NeedLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    readiness: String,
+    check: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabels {
     phase: &'static str,
 }
@@ -85,9 +92,10 @@ pub struct Metrics {
     findings: Family<OutcomeLabels, Counter>,
     readiness_instances: Family<ReadinessLabels, Gauge>,
     readiness_needs: Family<NeedLabels, Gauge>,
+    readiness_failed_checks: Family<CheckLabels, Gauge>,
     /// The label sets each ForensicReadiness last set, so a reason that went away goes to 0 rather than
     /// staying at its old count.
-    readiness_shown: Mutex<std::collections::HashMap<String, (Vec<ReadinessLabels>, Vec<NeedLabels>)>>,
+    readiness_shown: Mutex<std::collections::HashMap<String, (Vec<ReadinessLabels>, Vec<NeedLabels>, Vec<CheckLabels>)>>,
     /// The capture controller's cache, once this process runs it; the phase gauge is counted from it at
     /// each scrape, so deleted captures leave it without bookkeeping.
     capture_store: Mutex<Option<Store<ForensicCapture>>>,
@@ -162,6 +170,12 @@ impl Metrics {
             "Instances whose containment would have to handle this (AutoScalingGroup, LoadBalancers, InstanceProfile), by readiness",
             Family::default(),
         );
+        let readiness_failed_checks = registered(
+            r,
+            "readiness_failed_checks",
+            "Account checks of a ForensicReadiness that failed at its last check (EvidenceBucket, ObjectLock, SigningKey, PresignRole, TargetRole, Permissions), by readiness, check and reason: a failed one stops every capture it concerns, whatever the instances say",
+            Family::default(),
+        );
         let leader = registered(r, "leader", "1 while this process is the leader (the one that reconciles), else 0", Gauge::default());
         Metrics {
             registry,
@@ -177,6 +191,7 @@ impl Metrics {
             findings,
             readiness_instances,
             readiness_needs,
+            readiness_failed_checks,
             readiness_shown: Mutex::default(),
             capture_store: Mutex::new(None),
         }
@@ -217,7 +232,10 @@ impl Metrics {
     /// A ForensicReadiness check ended: its gauges now show this status.
     pub fn readiness_checked(&self, readiness: &str, status: &crate::api::ForensicReadinessStatus) {
         let mut shown = self.readiness_shown.lock().expect("readiness metrics lock");
-        let (old_instances, old_needs) = shown.remove(readiness).unwrap_or_default();
+        let (old_instances, old_needs, old_checks) = shown.remove(readiness).unwrap_or_default();
+        for labels in &old_checks {
+            self.readiness_failed_checks.get_or_create(labels).set(0);
+        }
         for labels in &old_instances {
             self.readiness_instances.get_or_create(labels).set(0);
         }
@@ -238,7 +256,13 @@ impl Metrics {
             self.readiness_needs.get_or_create(&labels).set(i64::from(*count));
             needs.push(labels);
         }
-        shown.insert(readiness.to_string(), (instances, needs));
+        let mut checks: Vec<CheckLabels> = Vec::new();
+        for check in status.accounts.iter().flat_map(|a| &a.checks).filter(|c| !c.ok) {
+            let labels = CheckLabels { readiness: readiness.to_string(), check: check.name.clone(), reason: check.reason.clone().unwrap_or_default() };
+            self.readiness_failed_checks.get_or_create(&labels).inc();
+            checks.push(labels);
+        }
+        shown.insert(readiness.to_string(), (instances, needs, checks));
     }
 
     pub fn status_patched(&self) {
@@ -323,6 +347,28 @@ mod tests {
         assert_eq!(sample(&text, "forensic_capture_reconciles_total{controller=\"capture\"}"), Some("2"));
         assert_eq!(sample(&text, "forensic_capture_reconciles_total{controller=\"release\"}"), Some("1"));
         assert_eq!(sample(&text, "forensic_capture_reconcile_errors_total{reason=\"Conflict\"}"), Some("1"));
+    }
+
+    #[test]
+    fn a_readiness_check_replaces_the_gauges_of_the_one_before() {
+        use crate::api::{AccountReadiness, ForensicReadinessStatus, ReadinessCheck};
+        let m = Metrics::new();
+        let failing = |name: &str| ReadinessCheck { name: name.into(), ok: false, reason: Some("SigningKeyUnusable".into()), message: "m".into() };
+        let first = ForensicReadinessStatus {
+            ready: 3,
+            reasons: [("NotSsmManaged".to_string(), 2)].into(),
+            accounts: vec![AccountReadiness { account_id: "1".into(), region: "r".into(), checks: vec![failing("SigningKey")] }],
+            ..Default::default()
+        };
+        m.readiness_checked("ir/fleet", &first);
+        let text = m.encode();
+        assert_eq!(sample(&text, "forensic_capture_readiness_instances{readiness=\"ir/fleet\",state=\"ready\",reason=\"\"}"), Some("3"), "{text}");
+        assert_eq!(sample(&text, "forensic_capture_readiness_instances{readiness=\"ir/fleet\",state=\"not_ready\",reason=\"NotSsmManaged\"}"), Some("2"));
+        assert_eq!(sample(&text, "forensic_capture_readiness_failed_checks{readiness=\"ir/fleet\",check=\"SigningKey\",reason=\"SigningKeyUnusable\"}"), Some("1"));
+        m.readiness_checked("ir/fleet", &ForensicReadinessStatus { ready: 5, ..Default::default() });
+        let text = m.encode();
+        assert_eq!(sample(&text, "forensic_capture_readiness_instances{readiness=\"ir/fleet\",state=\"not_ready\",reason=\"NotSsmManaged\"}"), Some("0"), "a reason that went away shows 0");
+        assert_eq!(sample(&text, "forensic_capture_readiness_failed_checks{readiness=\"ir/fleet\",check=\"SigningKey\",reason=\"SigningKeyUnusable\"}"), Some("0"));
     }
 
     #[test]

@@ -111,6 +111,7 @@ fn artifact(sc: &StepContext<'_>, snapshot: &SnapshotInfo) -> Artifact {
         key_id: None,
         image: None,
         copy: None,
+        container: None,
     }
 }
 

@@ -256,6 +256,7 @@ impl CopyPlan<'_> {
                 kms_key_id: copy.and_then(|c| c.kms_key_id.clone()).or_else(|| Some(self.key.clone())),
                 share_removed_at: None,
             }),
+            container: None,
         }
     }
 

@@ -21,7 +21,11 @@ pub async fn run<'a>(sc: &StepContext<'a>, status: &mut ForensicCaptureStatus, w
         if status.isolation.as_ref().is_some_and(|r| r.actions.iter().any(|a| a.name == name)) {
             continue; // applied, not needed, or failed for good earlier
         }
-        let result = action.apply(&mut Apply { sc, status, writer, instance: &mut instance }).await;
+        let result = match containment::applies(action.scope(), &sc.capture.spec) {
+            Ok(false) => continue,
+            Ok(true) => action.apply(&mut Apply { sc, status, writer, instance: &mut instance }).await,
+            Err(why) => Ok(Applied::NotNeeded(why)),
+        };
         let (state, reason, message) = match result {
             Ok(Applied::Changed(m)) => (ActionState::Applied, None, m),
             Ok(Applied::NotNeeded(m)) => (ActionState::NotNeeded, None, m),

@@ -4,13 +4,13 @@
 use super::{POLL, Progress};
 use crate::{
     acquisition,
-    api::{Artifact, ArtifactType, ForensicCaptureStatus, Reason, Step},
+    api::{ArtifactType, ForensicCaptureStatus, Reason, Step},
     aws::s3::{EvidenceStore, Presign},
     controller::{
         failure::StepError,
         protect,
         records::{self, upsert_artifact},
-        ssm_command::{self, Command},
+        ssm_command,
         status::Writer,
         step_context::StepContext,
         symbols,
@@ -40,18 +40,16 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
             )
             .await
             .map_err(|e| StepError::on_instance(e, &instance_id, Reason::PresignFailed))?;
-        acquisition::command_lines(acquisition::VOLATILE_SCRIPT, &[("FC_VOLATILE_URL", &urls[0]), ("FC_SYMBOLS_URL", &urls[1])])
-            .map_err(|e| StepError::failed(Reason::InvalidCommand, e.to_string()))
+        let mut inputs = vec![("FC_VOLATILE_URL", urls[0].clone()), ("FC_SYMBOLS_URL", urls[1].clone())];
+        inputs.extend(pod_inputs(sc.target.pod.as_ref()));
+        let inputs: Vec<(&str, &str)> = inputs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        acquisition::command_lines(acquisition::VOLATILE_SCRIPT, &inputs).map_err(|e| StepError::failed(Reason::InvalidCommand, e.to_string()))
     };
-    let command_id = match ssm_command::ensure(sc, STEP, status, writer, sc.ctx.config.volatile_timeout_seconds, prepare).await? {
-        Command::Known(id) | Command::SentNow(id) => id,
-        Command::Unconfirmed => return Ok(Progress::Wait(POLL)),
-    };
-    let Some(stdout) = ssm_command::output(sc, STEP, &command_id).await? else {
+    let Some(stdout) = ssm_command::ensure_output(sc, STEP, status, writer, sc.ctx.config.volatile_timeout_seconds, prepare).await? else {
         return Ok(Progress::Wait(POLL));
     };
     for (name, key, kind) in [("volatile", &volatile_key, ArtifactType::VolatileData), ("symbols", &symbols_key, ArtifactType::KernelSymbols)] {
-        let mut artifact = verified_artifact(sc, &stdout, name, &bucket, key, kind).await?;
+        let mut artifact = super::verified_upload(sc, &stdout, "volatile", name, &bucket, key).await?.into_artifact(name, kind);
         artifact.started_at = records::record(STEP, status).started_at.clone();
         upsert_artifact(status, artifact.clone());
         artifact.lock = protect::object(sc, &bucket, key).await?;
@@ -62,26 +60,49 @@ pub async fn run(sc: &StepContext<'_>, status: &mut ForensicCaptureStatus, write
     Ok(Progress::Continue)
 }
 
-/// Checks an uploaded archive against what the instance reported, by downloading and hashing it.
-async fn verified_artifact(
-    sc: &StepContext<'_>,
-    stdout: &str,
-    name: &str,
-    bucket: &str,
-    key: &str,
-    kind: ArtifactType,
-) -> Result<Artifact, StepError> {
-    let instance_id = sc.instance_id();
-    let reported = acquisition::result(stdout, name).ok_or_else(|| {
-        StepError::failed(Reason::MissingResult, format!("instance {instance_id}: the volatile command reported no {name} result"))
-    })?;
-    let expected = reported.get("sha256").cloned().unwrap_or_default();
-    let (actual, size) = sc.aws.store.object_sha256(bucket, key, |_| {}).await.map_err(|e| StepError::on_instance(e, instance_id, Reason::ArtifactMissing))?;
-    if actual != expected || reported.get("bytes").map(String::as_str) != Some(size.to_string().as_str()) {
-        return Err(StepError::failed(
-            Reason::ArtifactChecksumMismatch,
-            format!("s3://{bucket}/{key} from instance {instance_id}: instance reported sha256 {expected}, S3 holds {actual} ({size} bytes)"),
-        ));
+/// For a pod target, what the script needs to find the pod on the node: its UID and its containers' runtime
+/// IDs. Only characters such IDs have pass (they come from the API server, which the pod's owner can write to
+/// in part): anything else is left out rather than put in a command.
+fn pod_inputs(pod: Option<&crate::api::PodFacts>) -> Vec<(&'static str, String)> {
+    let Some(pod) = pod else { return Vec::new() };
+    let plain = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    let ids: Vec<&str> = pod
+        .containers
+        .iter()
+        .filter_map(|c| c.container_id.as_deref())
+        .map(|id| id.split_once("://").map_or(id, |(_, id)| id))
+        .filter(|id| plain(id))
+        .collect();
+    let mut inputs = Vec::new();
+    if plain(&pod.uid) {
+        inputs.push(("FC_POD_UID", pod.uid.clone()));
+        inputs.push(("FC_CONTAINER_IDS", ids.join(" ")));
     }
-    Ok(Artifact::s3_object(name, kind, format!("s3://{bucket}/{key}"), actual, size))
+    inputs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ContainerFacts, PodFacts};
+
+    #[test]
+    fn a_pod_target_passes_its_uid_and_plain_container_ids_only() {
+        assert!(pod_inputs(None).is_empty(), "an instance target adds nothing");
+        let container = |id: Option<&str>| ContainerFacts { name: "c".into(), image: "i".into(), container_id: id.map(String::from), kind: "Regular".into(), ..Default::default() };
+        let pod = PodFacts {
+            namespace: "web".into(),
+            name: "p".into(),
+            uid: "0b7c2a8e-2f3e-4f7a-9d55-3c1a2b4c5d6e".into(),
+            containers: vec![container(Some("containerd://abc123")), container(None), container(Some("containerd://x;rm -rf /"))],
+            ..Default::default()
+        };
+        assert_eq!(
+            pod_inputs(Some(&pod)),
+            [("FC_POD_UID", "0b7c2a8e-2f3e-4f7a-9d55-3c1a2b4c5d6e".to_string()), ("FC_CONTAINER_IDS", "abc123".to_string())],
+            "not yet started containers and IDs with other characters are left out"
+        );
+        let odd = PodFacts { uid: "x'y".into(), ..pod };
+        assert!(pod_inputs(Some(&odd)).is_empty(), "a UID that is not a UID adds nothing");
+    }
 }
