@@ -44,7 +44,8 @@ async fn node_for(kube: &kube::Client, instance: &str) -> String {
 }
 
 /// A pod bound to `node` (spec.nodeName, as the scheduler would set it), with the status its kubelet would
-/// report once its one container runs: written by the test, since no kubelet serves this Node.
+/// report once its one container runs: written by the test, since no kubelet serves this Node. With no node,
+/// a pod no scheduler can place.
 async fn running_pod(kube: &kube::Client, namespace: &str, name: &str, node: Option<&str>) -> Pod {
     // The API server's ServiceAccount admission wants the pod's account; without the node tier no
     // controller-manager makes the default one.
@@ -55,11 +56,15 @@ async fn running_pod(kube: &kube::Client, namespace: &str, name: &str, node: Opt
         Err(e) => panic!("default ServiceAccount: {e}"),
     }
     let pods: Api<Pod> = Api::namespaced(kube.clone(), namespace);
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": {"app": "web"}},
-        "spec": {"nodeName": node, "containers": [{"name": "app", "image": "busybox:1.36"}]}
-    }))
-    .unwrap();
+    // Without a node the pod must stay unplaced even where a scheduler and a real node run (the node tier): no
+    // node has this label.
+    let placement = match node {
+        Some(node) => json!({"nodeName": node}),
+        None => json!({"nodeSelector": {"forensic-capture.dev/test-no-such-node": "true"}}),
+    };
+    let mut spec = json!({"containers": [{"name": "app", "image": "busybox:1.36"}]});
+    spec.as_object_mut().unwrap().extend(placement.as_object().unwrap().clone());
+    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": name, "labels": {"app": "web"}}, "spec": spec})).unwrap();
     let created = pods.create(&PostParams::default(), &pod).await.unwrap();
     if node.is_none() {
         return created;
