@@ -162,10 +162,8 @@ fn plan_containment(spec: &ForensicCaptureSpec, target: &TargetFacts, observed: 
     match containment_applies(ContainmentScope::Instance, spec) {
         Ok(true) => actions.extend(plan_instance_containment(spec, target, observed, settings)),
         Ok(false) => {}
-        Err(why) => {
-            let names = ["TerminationSafeguards", "InstanceTags", "AutoScaling", "LoadBalancers", "ElasticIps", "SecurityGroups", "Credentials"];
-            actions.extend(names.iter().map(|name| action(name, ActionVerdict::NotNeeded, why.clone(), Vec::new())));
-        }
+        // The same actions, each recorded as not needed, as the capture records them.
+        Err(why) => actions.extend(plan_instance_containment(spec, target, observed, settings).iter().map(|a| action(&a.name, ActionVerdict::NotNeeded, why.clone(), Vec::new()))),
     }
     actions
 }

@@ -18,10 +18,9 @@ use crate::{
 
 pub struct NodeCordon;
 
-fn unschedulable(client: &kube::Client, node: &str, value: bool) -> impl Future<Output = Result<Node, kube::Error>> {
+async fn unschedulable(client: &kube::Client, node: &str, value: bool) -> Result<Node, kube::Error> {
     let nodes: Api<Node> = Api::all(client.clone());
-    let node = node.to_string();
-    async move { nodes.patch(&node, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"unschedulable": value}}))).await }
+    nodes.patch(node, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"unschedulable": value}}))).await
 }
 
 impl Action for NodeCordon {
